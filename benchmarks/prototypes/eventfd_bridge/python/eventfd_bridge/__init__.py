@@ -1,0 +1,3 @@
+from ._eventfd_bridge import Done, Ready, Req, Server
+
+__all__ = ["Server", "Req", "Done", "Ready"]
