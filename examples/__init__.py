@@ -1,0 +1,1 @@
+"""Example ASGI apps served by ferrule (``ferrule examples.hello:app``)."""

@@ -1,0 +1,75 @@
+"""ferrule: an ASGI server whose network engine is Rust (tokio + httparse).
+
+Run an app from a script::
+
+    import ferrule
+
+    ferrule.run("myapp:app", host="127.0.0.1", port=8000)
+
+or embed: ``ferrule.Server(ferrule.Config(app, port=0)).run()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import Config, ConfigError
+from .importer import ImportFromStringError
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ImportFromStringError",
+    "Server",
+    "__version__",
+    "run",
+]
+
+
+def _read_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return "0.1.0"
+    try:
+        return version("ferrule")
+    except PackageNotFoundError:
+        return "0.1.0"
+
+
+__version__ = _read_version()
+
+
+def __getattr__(name: str) -> Any:
+    # Server lives next to the compiled engine; import it only when asked, so
+    # the CLI and Config load even while the extension is being rebuilt.
+    if name == "Server":
+        from .server import Server
+
+        return Server
+    raise AttributeError(f"module 'ferrule' has no attribute {name!r}")
+
+
+def run(app: Any, **kwargs: Any) -> None:
+    """Serve ``app`` (an ASGI callable or ``"module:attr"``) until stopped.
+
+    Keyword arguments are :class:`Config`'s.  Configures logging, then blocks
+    in ``Server(config).run()``.  Returns after a clean stop (Ctrl+C, SIGTERM);
+    raises ``SystemExit`` with the server's status when it is not 0 (e.g. a
+    failed lifespan startup).
+    """
+    config = Config(app, **kwargs)
+    if config.workers > 1:
+        raise ConfigError("workers", "multiple workers are not implemented yet")
+    config.setup_logging()
+    from .server import Server
+
+    try:
+        status = Server(config).run()
+    except KeyboardInterrupt:
+        return
+    if status:
+        raise SystemExit(status)
