@@ -305,14 +305,12 @@ def setup_logging(
     else:
         try:
             _load_log_config(log_config)
-        except ValueError:
-            raise
-        except Exception as exc:  # dictConfig/fileConfig raise many types
+        except ValueError as exc:  # dictConfig raises ValueError with context
             raise ValueError(f"invalid log config: {exc}") from exc
+        except Exception as exc:  # fileConfig raises KeyError, OSError, ...
+            raise ValueError(f"invalid log config: {exc!r}") from exc
 
     root.setLevel(level)
     error_logger.setLevel(level)
     access_logger.setLevel(level)
-    access_logger.disabled = False
-    if not access_log:
-        access_logger.disabled = True
+    access_logger.disabled = not access_log
