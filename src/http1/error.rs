@@ -2,8 +2,9 @@
 
 use thiserror::Error;
 
-/// Why a request head was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// Why a request head was refused. Every variant ends the connection: after a
+/// bad head the server cannot know where the next request starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum HeadError {
     #[error("malformed request line")]
     BadRequestLine,
@@ -11,13 +12,17 @@ pub enum HeadError {
     BadTarget,
     #[error("malformed header field")]
     BadHeader,
+    #[error("line ends with a bare LF (CRLF required)")]
+    BareLineFeed,
     #[error("invalid Content-Length")]
     BadContentLength,
     #[error("invalid Transfer-Encoding")]
     BadTransferEncoding,
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    TransferEncodingHttp10,
     #[error("both Content-Length and Transfer-Encoding")]
     ConflictingFraming,
-    #[error("missing or repeated Host header")]
+    #[error("missing, repeated or invalid Host header")]
     BadHost,
     #[error("request head too large")]
     HeadTooLarge,
@@ -39,7 +44,15 @@ impl HeadError {
             HeadError::UriTooLong => 414,
             HeadError::UnsupportedTransferCoding => 501,
             HeadError::UnsupportedVersion => 505,
-            _ => 400,
+            HeadError::BadRequestLine
+            | HeadError::BadTarget
+            | HeadError::BadHeader
+            | HeadError::BareLineFeed
+            | HeadError::BadContentLength
+            | HeadError::BadTransferEncoding
+            | HeadError::TransferEncodingHttp10
+            | HeadError::ConflictingFraming
+            | HeadError::BadHost => 400,
         }
     }
 }
