@@ -1,0 +1,193 @@
+"""Run an ASGI app on ferrule's engine: ``Server(config).run()``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Awaitable, Callable
+
+from . import logs
+from ._ferrule import ClientDisconnected, Engine
+from ._selector import FerruleSelector
+from .config import Config
+from .lifespan import Lifespan, LifespanFailure
+
+logger = logging.getLogger("ferrule.error")
+
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _make_runner(
+    app: Callable[..., Awaitable[None]],
+) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    """Wraps each request's app call: turns failures into a 500 (or a closed
+    connection when part of the response was sent) and logs tracebacks."""
+
+    async def run_http(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except (ClientDisconnected, asyncio.CancelledError):
+            # The client went away or the server is stopping: no traceback.
+            send.app_done(True)
+        except BaseException as exc:
+            send.app_done(True)
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if send.app_done(False):
+                logger.error("ASGI callable returned without completing response.")
+
+    return run_http
+
+
+def _access_logger() -> Callable[..., None] | None:
+    if not logs.access_logger.isEnabledFor(logging.INFO):
+        return None
+
+    def log(
+        client: str,
+        method: str,
+        target: str,
+        version: str,
+        status: int,
+        nbytes: int,
+        ms: float,
+    ) -> None:
+        if not target.isprintable():
+            # Never let a request smuggle terminal escapes into the log.
+            target = target.encode("unicode_escape").decode("ascii")
+        logs.log_access(client, method, target, version, status, nbytes, ms)
+
+    return log
+
+
+class Server:
+    """One ferrule worker: binds, runs lifespan, serves until told to stop.
+
+    ``run()`` blocks (use it in a thread to embed ferrule); set
+    ``should_exit = True`` from anywhere to stop it gracefully.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.bound_address: tuple[str, int] | None = None
+        self._engine: Engine | None = None
+        self._signals_seen = 0
+
+    # ----------------------------------------------------------- public API
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit status."""
+        config = self.config
+        app = config.load_app()
+        engine = Engine(
+            config.host,
+            config.port,
+            fd=config.fd,
+            backlog=config.backlog,
+            server_header=config.server_header,
+            date_header=config.date_header,
+            headers=list(config.headers),
+            timeout_keep_alive=float(config.timeout_keep_alive),
+            root_path=config.root_path,
+        )
+        self._engine = engine
+        self.bound_address = engine.bound_address
+        loop = asyncio.SelectorEventLoop(FerruleSelector(engine))
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(self._serve(app, engine, loop))
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    def stats(self) -> dict[str, int]:
+        """Engine counters: connections, requests, responses, write_syscalls..."""
+        if self._engine is None:
+            return {}
+        return dict(self._engine.stats())
+
+    def handle_exit(self, sig: int | None = None, frame: Any = None) -> None:
+        self._signals_seen += 1
+        if self.should_exit and self._signals_seen > 1:
+            self.force_exit = True
+        self.should_exit = True
+
+    # ------------------------------------------------------------ internals
+
+    async def _serve(
+        self, app: Any, engine: Engine, loop: asyncio.AbstractEventLoop
+    ) -> int:
+        config = self.config
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            for sig in _HANDLED_SIGNALS:
+                loop.add_signal_handler(sig, self.handle_exit, sig)
+        try:
+            lifespan = Lifespan(app, config.lifespan, logger)
+            try:
+                await lifespan.startup()
+            except LifespanFailure:
+                return 3
+            if lifespan.should_exit:
+                return 3
+
+            engine.start(
+                loop,
+                _make_runner(app),
+                state=lifespan.state,
+                access_log=_access_logger(),
+            )
+            self.started = True
+            host, port = engine.bound_address
+            shown = f"[{host}]" if ":" in host else host
+            logger.info(
+                "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
+            )
+            logger.info("Started server process [%d]", os.getpid())
+
+            while not self.should_exit:
+                await asyncio.sleep(0.05)
+
+            await self._shutdown(engine, loop)
+            await lifespan.shutdown()
+            return 0
+        finally:
+            if in_main:
+                for sig in _HANDLED_SIGNALS:
+                    loop.remove_signal_handler(sig)
+
+    async def _shutdown(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        logger.info("Shutting down")
+        engine.shutdown()
+        timeout = self.config.timeout_graceful_shutdown
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if engine.in_flight():
+            logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+        while engine.in_flight() and not self.force_exit:
+            if deadline is not None and time.monotonic() >= deadline:
+                logger.error("Cancel %d running request(s), timeout graceful shutdown exceeded", engine.in_flight())
+                break
+            await asyncio.sleep(0.02)
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks(loop) if t is not me and not t.done()]
+        lifespan_tasks = {t for t in tasks if getattr(t.get_coro(), "__qualname__", "").startswith("Lifespan.")}
+        to_cancel = [t for t in tasks if t not in lifespan_tasks]
+        if to_cancel and (engine.in_flight() or self.force_exit):
+            for t in to_cancel:
+                t.cancel()
+            await asyncio.gather(*to_cancel, return_exceptions=True)
+        # Let connection tasks flush what the cancelled apps left and close.
+        for _ in range(5):
+            await asyncio.sleep(0)

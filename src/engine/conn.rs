@@ -1,0 +1,508 @@
+//! One tokio task per connection: reads, parses request heads, decodes
+//! request bodies into a bounded buffer, flushes what the Python side could
+//! not write at once, and enforces keep-alive and header timeouts.
+//!
+//! The response itself is written by the Python side (`send()`), directly
+//! from the loop thread, so a small response costs one write syscall and no
+//! task wake-up.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use pyo3::prelude::*;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::timeout_at;
+
+use super::stats::Stats;
+use super::{lock, Event, Shared};
+use crate::http1::{
+    parse_request_head, write_simple_response, BodyFraming, ChunkedDecoder, RequestHead,
+    ResponseEncoder, Version,
+};
+
+const READ_CHUNK: usize = 16 * 1024;
+/// Unread request body ferrule reads and discards after the response so the
+/// connection can be reused; beyond it the connection is closed instead.
+const DRAIN_LIMIT: u64 = 256 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+
+pub enum BodyReader {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// What the Python side and the task share about a connection.
+pub struct ConnState {
+    /// Sequence number of the current request; stale receive/send objects
+    /// from an earlier request on this connection are refused with it.
+    pub seq: u64,
+    pub active: bool,
+    pub body: BodyReader,
+    pub body_buf: Vec<u8>,
+    /// The body was fully decoded into `body_buf`.
+    pub body_done: bool,
+    /// The app has been given the final body chunk.
+    pub body_delivered: bool,
+    pub body_error: bool,
+    pub expect_continue: bool,
+    pub peer_eof: bool,
+    /// Socket gone (error, reset, or closed by us): sends fail.
+    pub closed: bool,
+    pub enc: Option<ResponseEncoder>,
+    pub out: Vec<u8>,
+    pub response_done: bool,
+    /// Close the connection without a clean end of response (app failed
+    /// mid-stream): the client must not see a complete-looking response.
+    pub abort: bool,
+    pub keep_alive_after: bool,
+    pub recv_waiter: Option<Py<PyAny>>,
+    pub send_waiter: Option<Py<PyAny>>,
+    pub log: Option<LogInfo>,
+}
+
+/// What the access log needs once the response is complete.
+pub struct LogInfo {
+    pub method: String,
+    pub target: String,
+    pub version: Version,
+    pub started: Instant,
+}
+
+pub struct Conn {
+    pub id: u64,
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub state: Mutex<ConnState>,
+    pub wake: Notify,
+    /// `(client, server)` scope tuples, built once per connection.
+    pub addrs: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+}
+
+impl Conn {
+    pub fn new(
+        id: u64,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            id,
+            stream,
+            peer,
+            local,
+            shared,
+            state: Mutex::new(ConnState {
+                seq: 0,
+                active: false,
+                body: BodyReader::Done,
+                body_buf: Vec::new(),
+                body_done: true,
+                body_delivered: false,
+                body_error: false,
+                expect_continue: false,
+                peer_eof: false,
+                closed: false,
+                enc: None,
+                out: Vec::new(),
+                response_done: false,
+                abort: false,
+                keep_alive_after: true,
+                recv_waiter: None,
+                send_waiter: None,
+                log: None,
+            }),
+            wake: Notify::new(),
+            addrs: OnceLock::new(),
+        }
+    }
+
+    /// Writes `st.out` now with one non-blocking syscall (called from the
+    /// loop thread by `send()`, or by the task). Leaves the remainder in
+    /// `st.out`; the caller schedules the task to flush it.
+    pub fn write_out(&self, st: &mut ConnState) -> io::Result<()> {
+        while !st.out.is_empty() {
+            Stats::inc(&self.shared.stats.write_syscalls);
+            match self.stream.try_write(&st.out) {
+                Ok(n) => {
+                    self.shared.stats.bytes_written.fetch_add(n as u64, Relaxed);
+                    if n == st.out.len() {
+                        st.out.clear();
+                        if st.out.capacity() > 256 * 1024 {
+                            st.out.shrink_to(READ_CHUNK);
+                        }
+                    } else {
+                        st.out.drain(..n);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    st.closed = true;
+                    st.out.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn quickack(&self) {
+        let one: libc::c_int = 1;
+        // SAFETY: plain setsockopt on our own open socket with a valid int
+        // option value; failure only means no quick ACK.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// Reads what is available into `buf`. Ok(0) = the peer closed.
+    async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.stream.readable().await?;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            let spare = buf.capacity() - buf.len();
+            Stats::inc(&self.shared.stats.read_syscalls);
+            match self.stream.try_read_buf(buf) {
+                Ok(n) => {
+                    if n > 0 && n < spare {
+                        // A short read drained the socket: drop tokio's
+                        // cached readiness now instead of paying a read
+                        // syscall that returns EAGAIN next time. An edge
+                        // arriving after the read sets it again.
+                        let _ = self.stream.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Flushes `out` from the task, waiting for writability.
+    async fn flush(&self) -> io::Result<()> {
+        loop {
+            {
+                let mut st = lock(&self.state);
+                if st.closed {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                self.write_out(&mut st)?;
+                if st.out.is_empty() {
+                    return Ok(());
+                }
+            }
+            self.stream.writable().await?;
+        }
+    }
+}
+
+/// Moves decodable body bytes from `rbuf` into `st.body_buf`.
+fn pump_body(st: &mut ConnState, rbuf: &mut BytesMut) {
+    match &mut st.body {
+        BodyReader::Done => {}
+        BodyReader::Length(rem) => {
+            let n = (*rem).min(rbuf.len() as u64) as usize;
+            if n > 0 {
+                st.body_buf.extend_from_slice(&rbuf[..n]);
+                rbuf.advance(n);
+                *rem -= n as u64;
+            }
+            if *rem == 0 {
+                st.body = BodyReader::Done;
+                st.body_done = true;
+            }
+        }
+        BodyReader::Chunked(dec) => {
+            if rbuf.is_empty() {
+                return;
+            }
+            match dec.decode(rbuf, &mut st.body_buf) {
+                Ok(d) => {
+                    rbuf.advance(d.consumed);
+                    if d.done {
+                        st.body = BodyReader::Done;
+                        st.body_done = true;
+                    }
+                }
+                Err(_) => {
+                    st.body_error = true;
+                    st.body = BodyReader::Done;
+                }
+            }
+        }
+    }
+}
+
+/// Drives one connection until it closes.
+pub async fn run(conn: Arc<Conn>) {
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let graceful = serve(&conn, &mut rbuf).await.unwrap_or(false);
+    close(&conn, graceful).await;
+}
+
+/// Returns Ok(true) when the connection should be closed gracefully (flush,
+/// FIN, linger), Ok(false)/Err when it is already dead.
+async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
+    let shared = &conn.shared;
+    let cfg = &shared.cfg;
+    loop {
+        // ---- waiting for a request head (or pipelined one already here)
+        let mut head_deadline: Option<tokio::time::Instant> = None;
+        let head = loop {
+            match parse_request_head(rbuf, &cfg.limits) {
+                Ok(Some(h)) => break h,
+                Ok(None) => {
+                    if !rbuf.is_empty() {
+                        // Wire rule 5: a read left the head incomplete: ACK
+                        // now so a Nagle-bound client sends the rest at once
+                        // instead of waiting for our delayed ACK.
+                        conn.quickack();
+                    }
+                }
+                Err(e) => {
+                    Stats::inc(&shared.stats.bad_requests);
+                    let mut st = lock(&conn.state);
+                    let date = shared.date.get();
+                    let reason = e.to_string();
+                    write_simple_response(
+                        &mut st.out,
+                        e.status(),
+                        reason.as_bytes(),
+                        true,
+                        &cfg.defaults,
+                        &date,
+                    );
+                    return Ok(true);
+                }
+            }
+            let deadline = if rbuf.is_empty() {
+                if shared.is_shutting_down() {
+                    return Ok(true);
+                }
+                tokio::time::Instant::now() + cfg.keep_alive_timeout
+            } else {
+                *head_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + cfg.header_timeout)
+            };
+            let idle = rbuf.is_empty();
+            let n = tokio::select! {
+                r = timeout_at(deadline, conn.read_some(rbuf)) => match r {
+                    Ok(r) => r?,
+                    Err(_) => return Ok(true), // keep-alive or header timeout
+                },
+                _ = shared.shutdown.notified(), if idle => return Ok(true),
+            };
+            if n == 0 {
+                return Ok(false);
+            }
+        };
+
+        // ---- a request is active
+        start_request(conn, head, rbuf);
+        loop {
+            let (want_read, want_write, done) = {
+                let st = lock(&conn.state);
+                let done = st.response_done && st.out.is_empty();
+                if st.closed {
+                    return Ok(false);
+                }
+                let room = st.body_buf.len() < cfg.body_buffer;
+                let want_read = !st.peer_eof
+                    && ((!st.body_done && !st.body_error && room)
+                        // After the body: keep watching for EOF (disconnect)
+                        // and buffer pipelined bytes, up to a head's size.
+                        || (st.body_done && rbuf.len() < cfg.limits.max_head_bytes));
+                (want_read, !st.out.is_empty(), done)
+            };
+            if done {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = conn.wake.notified() => {}
+                r = conn.stream.writable(), if want_write => {
+                    r?;
+                    if conn.flush().await.is_err() {
+                        mark_closed(conn);
+                        return Ok(false);
+                    }
+                    notify_if_waiting(conn);
+                }
+                r = conn.read_some(rbuf), if want_read => {
+                    let n = match r { Ok(n) => n, Err(_) => { mark_closed(conn); return Ok(false); } };
+                    let mut st = lock(&conn.state);
+                    if n == 0 {
+                        st.peer_eof = true;
+                    } else {
+                        pump_body(&mut st, rbuf);
+                    }
+                    let wake = st.recv_waiter.is_some();
+                    drop(st);
+                    if wake {
+                        shared.push_event(Event::Wake(conn.clone()));
+                    }
+                }
+            }
+        }
+
+        // ---- the response is complete
+        shared.in_flight.fetch_sub(1, Relaxed);
+        let (keep, body_left) = {
+            let mut st = lock(&conn.state);
+            st.active = false;
+            let keep =
+                st.keep_alive_after && !st.abort && !st.body_error && !shared.is_shutting_down();
+            let left = match &st.body {
+                BodyReader::Done => Some(0),
+                BodyReader::Length(n) => Some(*n),
+                BodyReader::Chunked(_) => None,
+            };
+            (keep, left)
+        };
+        if !keep {
+            let abort = lock(&conn.state).abort;
+            return Ok(!abort);
+        }
+        if body_left != Some(0) && !drain_body(conn, rbuf, body_left).await {
+            return Ok(true);
+        }
+    }
+}
+
+/// Discards the rest of an unread request body so the connection can be
+/// reused. false = too much or broken: close instead.
+async fn drain_body(conn: &Arc<Conn>, rbuf: &mut BytesMut, left: Option<u64>) -> bool {
+    if let Some(n) = left {
+        if n > DRAIN_LIMIT {
+            return false;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut total: u64 = 0;
+    loop {
+        {
+            let mut st = lock(&conn.state);
+            let before = rbuf.len();
+            pump_body(&mut st, rbuf);
+            total += (before - rbuf.len()) as u64;
+            st.body_buf.clear();
+            if st.body_error || total > DRAIN_LIMIT {
+                return false;
+            }
+            if st.body_done {
+                return true;
+            }
+        }
+        match timeout_at(deadline, conn.read_some(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) {
+    let shared = &conn.shared;
+    Stats::inc(&shared.stats.requests);
+    shared.in_flight.fetch_add(1, Relaxed);
+    {
+        let mut st = lock(&conn.state);
+        st.seq += 1;
+        st.active = true;
+        st.body_buf.clear();
+        st.body_delivered = false;
+        st.body_error = false;
+        st.response_done = false;
+        st.abort = false;
+        st.recv_waiter = None;
+        st.send_waiter = None;
+        let (body, done) = match head.framing {
+            BodyFraming::Empty => (BodyReader::Done, true),
+            BodyFraming::Length(0) => (BodyReader::Done, true),
+            BodyFraming::Length(n) => (BodyReader::Length(n), false),
+            BodyFraming::Chunked => (BodyReader::Chunked(ChunkedDecoder::new()), false),
+        };
+        st.body = body;
+        st.body_done = done;
+        st.expect_continue = head.expect_continue && !done;
+        let mut enc = ResponseEncoder::new(head.version, head.is_head(), head.keep_alive);
+        if shared.is_shutting_down() {
+            enc.force_close();
+        }
+        st.enc = Some(enc);
+        st.keep_alive_after = head.keep_alive;
+        st.log = None;
+        pump_body(&mut st, rbuf);
+    }
+    shared.push_event(Event::Request(conn.clone(), head));
+}
+
+fn mark_closed(conn: &Arc<Conn>) {
+    let mut st = lock(&conn.state);
+    st.closed = true;
+    let wake = st.recv_waiter.is_some() || st.send_waiter.is_some();
+    drop(st);
+    if wake {
+        conn.shared.push_event(Event::Wake(conn.clone()));
+    }
+}
+
+/// After a task-side flush: a `send()` waiting on backpressure may go on.
+fn notify_if_waiting(conn: &Arc<Conn>) {
+    let st = lock(&conn.state);
+    let wake = st.send_waiter.is_some() && st.out.len() <= conn.shared.cfg.write_high_water / 2;
+    drop(st);
+    if wake {
+        conn.shared.push_event(Event::Wake(conn.clone()));
+    }
+}
+
+async fn close(conn: &Arc<Conn>, graceful: bool) {
+    let shared = &conn.shared;
+    let was_active = lock(&conn.state).active;
+    if graceful {
+        // Flush what is queued (an error response, a final chunk), then FIN
+        // and linger so an unread request in our receive buffer does not
+        // turn our close into an RST that destroys the response in flight.
+        let _ = timeout_at(tokio::time::Instant::now() + LINGER * 5, conn.flush()).await;
+        let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut scratch = BytesMut::with_capacity(4096);
+        loop {
+            scratch.clear();
+            match timeout_at(deadline, conn.read_some(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => break,
+            }
+        }
+    }
+    let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Both);
+    mark_closed(conn);
+    if was_active {
+        shared.in_flight.fetch_sub(1, Relaxed);
+        lock(&conn.state).active = false;
+    }
+    shared.stats.active_connections.fetch_sub(1, Relaxed);
+}

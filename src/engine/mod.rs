@@ -1,0 +1,135 @@
+//! The engine: tokio tasks that accept, read, parse and write, and the state
+//! they share with the Python side (which runs on the same thread, between
+//! two `select()` calls, with the GIL held).
+//!
+//! Hand-off rules (see docs/design.md):
+//! - tokio tasks never touch Python objects; they push [`Event`]s and wake
+//!   the selector through `ready` (a same-thread wake: no syscall);
+//! - the Python side never wakes a tokio task directly (that would be a
+//!   remote wake through the driver's eventfd): it queues the connection in
+//!   `to_wake`, which the next `select()` drains inside `block_on`.
+
+pub mod conn;
+pub mod date;
+pub mod listener;
+pub mod poller;
+pub mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio::sync::Notify;
+
+use crate::http1::{Limits, RequestHead, ResponseDefaults};
+use conn::Conn;
+use date::DateCache;
+use stats::Stats;
+
+/// Immutable engine settings, fixed when the engine is built.
+pub struct EngineConfig {
+    pub limits: Limits,
+    pub defaults: ResponseDefaults,
+    pub keep_alive_timeout: Duration,
+    pub header_timeout: Duration,
+    /// Bytes of request body buffered for an app that has not read them yet
+    /// before ferrule stops reading the socket.
+    pub body_buffer: usize,
+    /// Unsent response bytes above which `send()` suspends.
+    pub write_high_water: usize,
+    pub root_path: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            defaults: ResponseDefaults {
+                server_header: true,
+                date_header: true,
+                extra: Vec::new(),
+            },
+            keep_alive_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            body_buffer: 64 * 1024,
+            write_high_water: 64 * 1024,
+            root_path: String::new(),
+        }
+    }
+}
+
+/// Python objects the engine needs on the hot path; set once by `start()`.
+pub struct PyRefs {
+    pub runner: Py<PyAny>,
+    pub create_future: Py<PyAny>,
+    pub create_task: Py<PyAny>,
+    /// An already-completed future: `send()` returns it when it need not wait.
+    pub done: Py<PyAny>,
+    pub access_log: Option<Py<PyAny>>,
+    pub state: Option<Py<PyAny>>,
+    pub root_path: Py<PyAny>,
+}
+
+/// Something a tokio task wants the Python side to act on.
+pub enum Event {
+    /// A request head was parsed: build the scope and start the app.
+    Request(Arc<Conn>, RequestHead),
+    /// A connection's body data, drain progress or disconnect changed:
+    /// complete the app's waiting `receive()`/`send()` if any.
+    Wake(Arc<Conn>),
+}
+
+pub struct Shared {
+    pub cfg: EngineConfig,
+    pub stats: Stats,
+    pub date: DateCache,
+    pub events: Mutex<Vec<Event>>,
+    pub ready: Notify,
+    pub to_wake: Mutex<Vec<Arc<Conn>>>,
+    pub shutting_down: AtomicBool,
+    pub shutdown: Notify,
+    pub in_flight: AtomicUsize,
+    pub next_id: AtomicU64,
+    pub py: OnceLock<PyRefs>,
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the
+/// data consistent even if a panic unwinds through it.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self {
+            cfg,
+            stats: Stats::default(),
+            date: DateCache::new(),
+            events: Mutex::new(Vec::with_capacity(64)),
+            ready: Notify::new(),
+            to_wake: Mutex::new(Vec::with_capacity(64)),
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            py: OnceLock::new(),
+        }
+    }
+
+    /// From a tokio task: hand an event to the Python side.
+    pub fn push_event(&self, ev: Event) {
+        lock(&self.events).push(ev);
+        self.ready.notify_one();
+    }
+
+    /// From the Python side: ask the connection's task to look at its state.
+    pub fn schedule(&self, conn: &Arc<Conn>) {
+        lock(&self.to_wake).push(conn.clone());
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}

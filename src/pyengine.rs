@@ -1,0 +1,286 @@
+//! `ferrule._ferrule.Engine`: the Python face of the engine. It is both the
+//! listening server and the selector behind asyncio's event loop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::asgi;
+use crate::engine::listener;
+use crate::engine::poller::Poller;
+use crate::engine::stats::Stats;
+use crate::engine::{lock, EngineConfig, Event, PyRefs, Shared};
+use crate::http1::{Limits, ResponseDefaults};
+
+#[pyclass(frozen, module = "ferrule._ferrule")]
+pub struct Engine {
+    rt: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    poller: Poller,
+    listener: Mutex<Option<std::net::TcpListener>>,
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    addr: SocketAddr,
+    scratch: Mutex<(Vec<libc::epoll_event>, Vec<(i32, u32)>)>,
+    spare_events: Mutex<Vec<Event>>,
+}
+
+enum Wait {
+    Poll,
+    Forever,
+    For(Duration),
+}
+
+fn secs(v: f64, name: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        PyValueError::new_err(format!("{name} must be a non-negative number of seconds"))
+    })
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (
+        host = "127.0.0.1".to_string(), port = 8000, *, fd = None, backlog = 2048,
+        server_header = true, date_header = true, headers = Vec::new(),
+        timeout_keep_alive = 5.0, timeout_request_header = 10.0, root_path = String::new(),
+        max_head_bytes = 65536, max_headers = 100, max_target_bytes = 8192,
+        body_buffer = 65536, write_high_water = 65536,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        host: String,
+        port: u16,
+        fd: Option<i32>,
+        backlog: i32,
+        server_header: bool,
+        date_header: bool,
+        headers: Vec<(String, String)>,
+        timeout_keep_alive: f64,
+        timeout_request_header: f64,
+        root_path: String,
+        max_head_bytes: usize,
+        max_headers: usize,
+        max_target_bytes: usize,
+        body_buffer: usize,
+        write_high_water: usize,
+    ) -> PyResult<Self> {
+        let cfg = EngineConfig {
+            limits: Limits {
+                max_head_bytes,
+                max_headers,
+                max_target_bytes,
+            },
+            defaults: ResponseDefaults {
+                server_header,
+                date_header,
+                extra: headers
+                    .into_iter()
+                    .map(|(n, v)| (n.into_bytes(), v.into_bytes()))
+                    .collect(),
+            },
+            keep_alive_timeout: secs(timeout_keep_alive, "timeout_keep_alive")?,
+            header_timeout: secs(timeout_request_header, "timeout_request_header")?,
+            body_buffer: body_buffer.max(1),
+            write_high_water: write_high_water.max(1),
+            root_path,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let std_listener = match fd {
+            Some(fd) => listener::from_fd(fd)?,
+            None => listener::bind(&host, port, backlog)?,
+        };
+        let addr = std_listener.local_addr()?;
+        let poller = {
+            let _guard = rt.enter();
+            Poller::new()?
+        };
+        Ok(Self {
+            rt,
+            shared: Arc::new(Shared::new(cfg)),
+            poller,
+            listener: Mutex::new(Some(std_listener)),
+            accept: Mutex::new(None),
+            addr,
+            scratch: Mutex::new((Vec::with_capacity(64), Vec::with_capacity(64))),
+            spare_events: Mutex::new(Vec::with_capacity(64)),
+        })
+    }
+
+    /// `(host, port)` actually bound (port 0 resolved).
+    #[getter]
+    fn bound_address(&self) -> (String, u16) {
+        (self.addr.ip().to_string(), self.addr.port())
+    }
+
+    fn register(&self, fd: i32, events: u32) -> PyResult<()> {
+        Ok(self.poller.register(fd, events)?)
+    }
+
+    fn modify(&self, fd: i32, events: u32) -> PyResult<()> {
+        Ok(self.poller.modify(fd, events)?)
+    }
+
+    fn unregister(&self, fd: i32) -> PyResult<()> {
+        Ok(self.poller.unregister(fd)?)
+    }
+
+    /// Starts accepting and serving with the given loop and app runner.
+    /// `runner(scope, receive, send)` returns the coroutine to run as a task.
+    #[pyo3(signature = (event_loop, runner, *, state = None, access_log = None))]
+    fn start(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        runner: Py<PyAny>,
+        state: Option<Py<PyAny>>,
+        access_log: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let done = event_loop.call_method0("create_future")?;
+        done.call_method1("set_result", (py.None(),))?;
+        let refs = PyRefs {
+            runner,
+            create_future: event_loop.getattr("create_future")?.unbind(),
+            create_task: event_loop.getattr("create_task")?.unbind(),
+            done: done.unbind(),
+            access_log,
+            state,
+            root_path: self
+                .shared
+                .cfg
+                .root_path
+                .clone()
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
+        };
+        if self.shared.py.set(refs).is_err() {
+            return Err(PyRuntimeError::new_err("engine already started"));
+        }
+        let std_listener = lock(&self.listener)
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("listener already closed"))?;
+        let _guard = self.rt.enter();
+        let l = tokio::net::TcpListener::from_std(std_listener)?;
+        let handle = self.rt.spawn(listener::accept_loop(l, self.shared.clone()));
+        *lock(&self.accept) = Some(handle);
+        Ok(())
+    }
+
+    /// Runs tokio until a Python fd is ready, a request or wake-up is
+    /// waiting, or `timeout` passes; then starts apps for parsed requests and
+    /// returns the ready Python fds as `[(fd, events)]`.
+    #[pyo3(signature = (timeout = None))]
+    fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(i32, u32)>> {
+        Stats::inc(&self.shared.stats.selects);
+        let wait = match timeout {
+            None => Wait::Forever,
+            Some(t) if t <= 0.0 || t.is_nan() => Wait::Poll,
+            Some(t) => {
+                Wait::For(Duration::try_from_secs_f64(t).unwrap_or(Duration::from_secs(86400)))
+            }
+        };
+        let shared = &*self.shared;
+        let poller = &self.poller;
+        let rt = &self.rt;
+        py.detach(|| {
+            rt.block_on(async {
+                let woken = std::mem::take(&mut *lock(&shared.to_wake));
+                for c in woken {
+                    c.wake.notify_one();
+                }
+                match wait {
+                    Wait::Poll => {
+                        // A finished future would return without polling the
+                        // I/O driver; yield_now defers to it (one
+                        // non-blocking poll), so accepts and reads progress
+                        // while Python is busy. A second round runs the
+                        // tasks that poll woke, unless work is already here.
+                        tokio::task::yield_now().await;
+                        if lock(&shared.events).is_empty() {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    Wait::Forever => {
+                        tokio::select! {
+                            biased;
+                            _ = shared.ready.notified() => {}
+                            _ = poller.readable() => {}
+                        }
+                    }
+                    Wait::For(d) => {
+                        tokio::select! {
+                            biased;
+                            _ = shared.ready.notified() => {}
+                            _ = poller.readable() => {}
+                            _ = tokio::time::sleep(d) => {}
+                        }
+                    }
+                }
+            })
+        });
+        let ready = {
+            let mut scratch = lock(&self.scratch);
+            let (evs, out) = &mut *scratch;
+            self.poller.poll_now(evs, out);
+            out.clone()
+        };
+        self.dispatch(py)?;
+        Ok(ready)
+    }
+
+    /// Stops accepting; idle keep-alive connections close, busy ones close
+    /// after their current response (which carries `Connection: close`).
+    fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        if let Some(h) = lock(&self.accept).take() {
+            h.abort();
+        }
+        lock(&self.listener).take();
+        self.shared.shutdown.notify_waiters();
+    }
+
+    /// Requests whose response is not complete yet.
+    fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.shared.stats.snapshot() {
+            d.set_item(k, v)?;
+        }
+        d.set_item("in_flight", self.in_flight())?;
+        Ok(d)
+    }
+}
+
+impl Engine {
+    fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
+        let mut batch = std::mem::take(&mut *lock(&self.spare_events));
+        std::mem::swap(&mut batch, &mut *lock(&self.shared.events));
+        let mut first_err = None;
+        for ev in batch.drain(..) {
+            let r = match ev {
+                Event::Request(conn, head) => asgi::start_app(py, &conn, &head),
+                Event::Wake(conn) => asgi::on_wake(py, &conn),
+            };
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        *lock(&self.spare_events) = batch;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
