@@ -249,7 +249,15 @@ fn scan(data: &[u8], limits: &Limits) -> Result<Option<Scanned>, HeadError> {
     let target_start = req.method.map(|m| off(m.as_ptr()) + m.len() + 1);
     let target_len = match (req.path, target_start) {
         (Some(p), _) => Some(p.len()),
-        (None, Some(ts)) => Some(data.len().saturating_sub(ts)),
+        // Unfinished or refused target: count the target bytes that arrived
+        // before the first byte that cannot be part of it.
+        (None, Some(ts)) => Some(
+            data.get(ts..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|&&b| b > b' ' && b != 0x7f)
+                .count(),
+        ),
         (None, None) => None,
     };
     let too_long_uri = target_len.is_some_and(|l| l > limits.max_target_bytes);

@@ -361,6 +361,11 @@ impl ResponseEncoder {
         Err(ResponseError::InvalidHeader)
     }
 
+    /// Trailers were announced and the client can take chunked framing.
+    fn chunk_for_trailers(&self) -> bool {
+        self.trailers_expected && self.version == Version::Http11
+    }
+
     /// Is the last coding of the app's Transfer-Encoding lines `chunked`?
     fn app_te_ends_chunked(&self) -> bool {
         self.te_lines
@@ -472,7 +477,9 @@ impl ResponseEncoder {
             };
             self.remaining = n;
             (f, Add::Nothing)
-        } else if !more {
+        } else if !more && !self.chunk_for_trailers() {
+            // The whole body is here: announce its length. (Not when trailers
+            // were announced: only chunked framing can carry them.)
             let f = if self.head_request {
                 Framing::NoBody
             } else {
