@@ -97,8 +97,11 @@ fn receive_now<'py>(
     py: Python<'py>,
     st: &mut ConnState,
     seq: u64,
+    shutting_down: bool,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    if st.seq != seq || st.response_done || st.closed {
+    // At shutdown an app that only listens for disconnect (server-sent
+    // events, long polls) is told the client is gone, so it ends.
+    if st.seq != seq || st.response_done || st.closed || (shutting_down && st.body_delivered) {
         return Ok(Some(disconnect_msg(py)?.into_any()));
     }
     if let Some(m) = take_body_message(py, st)? {
@@ -118,7 +121,7 @@ impl Receive {
         let refs = refs(shared)?;
         let mut st = lock(&conn.state);
         let was_full = st.body_buf.len() >= shared.cfg.body_buffer;
-        if let Some(msg) = receive_now(py, &mut st, self.seq)? {
+        if let Some(msg) = receive_now(py, &mut st, self.seq, shared.is_shutting_down())? {
             let resume = was_full && !st.body_done;
             drop(st);
             if resume {
@@ -441,7 +444,7 @@ pub fn on_wake(py: Python<'_>, conn: &Arc<Conn>) -> PyResult<()> {
     let seq = st.seq;
     let mut recv: Option<(Py<PyAny>, Bound<'_, PyAny>)> = None;
     if let Some(w) = st.recv_waiter.take() {
-        match receive_now(py, &mut st, seq)? {
+        match receive_now(py, &mut st, seq, conn.shared.is_shutting_down())? {
             Some(msg) => recv = Some((w, msg)),
             None => st.recv_waiter = Some(w),
         }

@@ -50,6 +50,8 @@ impl Engine {
         timeout_keep_alive = 5.0, timeout_request_header = 10.0, root_path = String::new(),
         max_head_bytes = 65536, max_headers = 100, max_target_bytes = 8192,
         body_buffer = 65536, write_high_water = 65536,
+        timeout_request_body = 30.0, timeout_send = 30.0, max_body_size = None,
+        limit_concurrency = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -68,6 +70,10 @@ impl Engine {
         max_target_bytes: usize,
         body_buffer: usize,
         write_high_water: usize,
+        timeout_request_body: f64,
+        timeout_send: f64,
+        max_body_size: Option<u64>,
+        limit_concurrency: Option<usize>,
     ) -> PyResult<Self> {
         let cfg = EngineConfig {
             limits: Limits {
@@ -85,6 +91,10 @@ impl Engine {
             },
             keep_alive_timeout: secs(timeout_keep_alive, "timeout_keep_alive")?,
             header_timeout: secs(timeout_request_header, "timeout_request_header")?,
+            body_timeout: secs(timeout_request_body, "timeout_request_body")?,
+            send_timeout: secs(timeout_send, "timeout_send")?,
+            max_body: max_body_size,
+            limit_concurrency,
             body_buffer: body_buffer.max(1),
             write_high_water: write_high_water.max(1),
             root_path,
@@ -246,6 +256,14 @@ impl Engine {
         }
         lock(&self.listener).take();
         self.shared.shutdown.notify_waiters();
+        // Busy connections: a pending receive() that only waits for a
+        // disconnect now gets one.
+        let conns: Vec<_> = lock(&self.shared.conns).values().cloned().collect();
+        for c in conns {
+            if lock(&c.state).recv_waiter.is_some() {
+                self.shared.push_event(Event::Wake(c));
+            }
+        }
     }
 
     /// Requests whose response is not complete yet.

@@ -202,6 +202,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="Stop the worker after this many requests.",
     )
     p.add_argument(
+        "--limit-max-requests-jitter",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="Add a random 0..N to --limit-max-requests so workers do not recycle together.",
+    )
+    p.add_argument(
+        "--limit-request-head-size",
+        type=_positive_int,
+        default=65536,
+        metavar="BYTES",
+        help="Largest request head (request line and headers); 431 beyond.",
+    )
+    p.add_argument(
+        "--limit-request-fields",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="Most header fields in a request (at most 100); 431 beyond.",
+    )
+    p.add_argument(
+        "--limit-request-line",
+        type=_positive_int,
+        default=8192,
+        metavar="BYTES",
+        help="Longest request target; 414 beyond.",
+    )
+    p.add_argument(
+        "--limit-request-body",
+        type=_non_negative_int,
+        default=None,
+        metavar="BYTES",
+        help="Largest request body; 413 beyond (checked as bytes arrive).",
+    )
+    p.add_argument(
+        "--timeout-request-header",
+        type=_seconds,
+        default=10,
+        metavar="SECONDS",
+        help="Deadline for a whole request head to arrive (slowloris guard).",
+    )
+    p.add_argument(
+        "--timeout-request-body",
+        type=_seconds,
+        default=30,
+        metavar="SECONDS",
+        help="Idle time allowed while the app waits for request body bytes.",
+    )
+    p.add_argument(
+        "--timeout-send",
+        type=_seconds,
+        default=30,
+        metavar="SECONDS",
+        help="Close a connection whose client stops reading for this long.",
+    )
+    p.add_argument(
         "--backlog",
         type=_positive_int,
         default=2048,
@@ -311,6 +367,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         limit_concurrency=args.limit_concurrency,
         limit_max_requests=args.limit_max_requests,
+        limit_max_requests_jitter=args.limit_max_requests_jitter,
+        limit_request_head_size=args.limit_request_head_size,
+        limit_request_fields=args.limit_request_fields,
+        limit_request_line=args.limit_request_line,
+        limit_request_body=args.limit_request_body,
+        timeout_request_header=args.timeout_request_header,
+        timeout_request_body=args.timeout_request_body,
+        timeout_send=args.timeout_send,
         backlog=args.backlog,
         headers=args.headers,
         server_header=args.server_header,
@@ -329,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         config = config_from_args(args)
     except ConfigError as exc:
         _fail(f"argument {_flag_for(exc.option)}: {exc.message}")
+
+    if config.uds is not None:
+        _fail("argument --uds: Unix domain sockets are not supported yet")
 
     if config.workers > 1:
         _fail("argument --workers: multiple workers are not implemented yet")

@@ -146,6 +146,14 @@ class Config:
         timeout_graceful_shutdown: float | None = None,
         limit_concurrency: int | None = None,
         limit_max_requests: int | None = None,
+        limit_max_requests_jitter: int = 0,
+        timeout_request_header: float = 10,
+        timeout_request_body: float = 30,
+        timeout_send: float = 30,
+        limit_request_head_size: int = 65536,
+        limit_request_fields: int = 100,
+        limit_request_line: int = 8192,
+        limit_request_body: int | None = None,
         backlog: int = 2048,
         headers: Iterable[HeaderInput] | None = None,
         server_header: bool = True,
@@ -211,6 +219,28 @@ class Config:
         )
         self.limit_max_requests = _optional_int(
             "limit_max_requests", limit_max_requests, minimum=1
+        )
+        self.limit_max_requests_jitter = _int_option(
+            "limit_max_requests_jitter", limit_max_requests_jitter, minimum=0
+        )
+        self.timeout_request_header = _seconds(
+            "timeout_request_header", timeout_request_header
+        )
+        self.timeout_request_body = _seconds(
+            "timeout_request_body", timeout_request_body
+        )
+        self.timeout_send = _seconds("timeout_send", timeout_send)
+        self.limit_request_head_size = _int_option(
+            "limit_request_head_size", limit_request_head_size, minimum=256
+        )
+        self.limit_request_fields = _int_option(
+            "limit_request_fields", limit_request_fields, minimum=1, maximum=100
+        )
+        self.limit_request_line = _int_option(
+            "limit_request_line", limit_request_line, minimum=16
+        )
+        self.limit_request_body = _optional_int(
+            "limit_request_body", limit_request_body, minimum=0
         )
         self.backlog = _int_option("backlog", backlog, minimum=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -88,6 +89,8 @@ class Server:
         """Serve until stopped; returns the process exit status."""
         config = self.config
         app = config.load_app()
+        if config.uds is not None:
+            raise NotImplementedError("--uds (Unix domain sockets) is not supported yet")
         engine = Engine(
             config.host,
             config.port,
@@ -98,6 +101,14 @@ class Server:
             headers=list(config.headers),
             timeout_keep_alive=float(config.timeout_keep_alive),
             root_path=config.root_path,
+            timeout_request_header=float(config.timeout_request_header),
+            timeout_request_body=float(config.timeout_request_body),
+            timeout_send=float(config.timeout_send),
+            max_head_bytes=config.limit_request_head_size,
+            max_headers=config.limit_request_fields,
+            max_target_bytes=config.limit_request_line,
+            max_body_size=config.limit_request_body,
+            limit_concurrency=config.limit_concurrency,
         )
         self._engine = engine
         self.bound_address = engine.bound_address
@@ -157,8 +168,14 @@ class Server:
             )
             logger.info("Started server process [%d]", os.getpid())
 
+            max_requests = config.limit_max_requests
+            if max_requests is not None and config.limit_max_requests_jitter:
+                max_requests += random.randint(0, config.limit_max_requests_jitter)
             while not self.should_exit:
                 await asyncio.sleep(0.05)
+                if max_requests is not None and engine.stats()["requests"] >= max_requests:
+                    logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+                    self.should_exit = True
 
             await self._shutdown(engine, loop)
             await lifespan.shutdown()

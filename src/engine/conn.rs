@@ -52,6 +52,9 @@ pub struct ConnState {
     /// The app has been given the final body chunk.
     pub body_delivered: bool,
     pub body_error: bool,
+    /// Bytes of request body decoded so far (for the body size limit).
+    pub body_received: u64,
+    pub body_too_large: bool,
     pub expect_continue: bool,
     pub peer_eof: bool,
     /// Socket gone (error, reset, or closed by us): sends fail.
@@ -110,6 +113,8 @@ impl Conn {
                 body_done: true,
                 body_delivered: false,
                 body_error: false,
+                body_received: 0,
+                body_too_large: false,
                 expect_continue: false,
                 peer_eof: false,
                 closed: false,
@@ -206,9 +211,6 @@ impl Conn {
         loop {
             {
                 let mut st = lock(&self.state);
-                if st.closed {
-                    return Err(io::ErrorKind::BrokenPipe.into());
-                }
                 self.write_out(&mut st)?;
                 if st.out.is_empty() {
                     return Ok(());
@@ -219,8 +221,22 @@ impl Conn {
     }
 }
 
-/// Moves decodable body bytes from `rbuf` into `st.body_buf`.
-fn pump_body(st: &mut ConnState, rbuf: &mut BytesMut) {
+/// Moves decodable body bytes from `rbuf` into `st.body_buf`, enforcing
+/// the body size limit as bytes arrive.
+fn pump_body(st: &mut ConnState, rbuf: &mut BytesMut, max_body: Option<u64>) {
+    let before = st.body_buf.len();
+    decode_body(st, rbuf);
+    st.body_received += (st.body_buf.len() - before) as u64;
+    if let Some(max) = max_body {
+        if st.body_received > max {
+            st.body_too_large = true;
+            st.body_error = true;
+            st.body = BodyReader::Done;
+        }
+    }
+}
+
+fn decode_body(st: &mut ConnState, rbuf: &mut BytesMut) {
     match &mut st.body {
         BodyReader::Done => {}
         BodyReader::Length(rem) => {
@@ -321,33 +337,66 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
         };
 
         // ---- a request is active
-        start_request(conn, head, rbuf);
+        if let Some(status) = refuse_request(conn, &head) {
+            reply_and_close(conn, status);
+            return Ok(true);
+        }
+        if start_request(conn, head, rbuf) {
+            reply_and_close(conn, 413);
+            shared.push_event(Event::Wake(conn.clone()));
+            return Ok(true);
+        }
+        let mut stalled_since: Option<tokio::time::Instant> = None;
         loop {
-            let (want_read, want_write, done) = {
+            let (want_read, want_write, waiting_body, done) = {
                 let st = lock(&conn.state);
-                let done = st.response_done && st.out.is_empty();
                 if st.closed {
                     return Ok(false);
                 }
+                let done = st.response_done && st.out.is_empty();
                 let room = st.body_buf.len() < cfg.body_buffer;
                 let want_read = !st.peer_eof
                     && ((!st.body_done && !st.body_error && room)
                         // After the body: keep watching for EOF (disconnect)
                         // and buffer pipelined bytes, up to a head's size.
                         || (st.body_done && rbuf.len() < cfg.limits.max_head_bytes));
-                (want_read, !st.out.is_empty(), done)
+                let waiting_body = !st.body_done && !st.body_error && st.recv_waiter.is_some();
+                (want_read, !st.out.is_empty(), waiting_body, done)
             };
             if done {
                 break;
             }
+            // Body idle timeout while the app waits for bytes; send timeout
+            // while output does not drain (a client that stopped reading).
+            let now = tokio::time::Instant::now();
+            let deadline = if want_write {
+                Some(*stalled_since.get_or_insert(now) + cfg.send_timeout)
+            } else if waiting_body {
+                stalled_since = None;
+                Some(now + cfg.body_timeout)
+            } else {
+                stalled_since = None;
+                None
+            };
             tokio::select! {
                 biased;
                 _ = conn.wake.notified() => {}
                 r = conn.stream.writable(), if want_write => {
-                    r?;
-                    if conn.flush().await.is_err() {
-                        mark_closed(conn);
-                        return Ok(false);
+                    let res = r.and_then(|_| {
+                        let mut st = lock(&conn.state);
+                        let before = st.out.len();
+                        conn.write_out(&mut st).map(|_| st.out.len() < before)
+                    });
+                    match res {
+                        Ok(progress) => {
+                            if progress {
+                                stalled_since = None;
+                            }
+                        }
+                        Err(_) => {
+                            mark_closed(conn);
+                            return Ok(false);
+                        }
                     }
                     notify_if_waiting(conn);
                 }
@@ -357,13 +406,25 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                     if n == 0 {
                         st.peer_eof = true;
                     } else {
-                        pump_body(&mut st, rbuf);
+                        pump_body(&mut st, rbuf, cfg.max_body);
                     }
-                    let wake = st.recv_waiter.is_some();
+                    let too_large = st.body_too_large;
+                    let wake = st.recv_waiter.is_some() || too_large;
                     drop(st);
+                    if too_large {
+                        // The app learns of it as a disconnect; the client
+                        // gets 413 if nothing of the response was sent.
+                        reply_and_close(conn, 413);
+                        shared.push_event(Event::Wake(conn.clone()));
+                        return Ok(true);
+                    }
                     if wake {
                         shared.push_event(Event::Wake(conn.clone()));
                     }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
+                    mark_closed(conn);
+                    return Ok(false);
                 }
             }
         }
@@ -406,7 +467,7 @@ async fn drain_body(conn: &Arc<Conn>, rbuf: &mut BytesMut, left: Option<u64>) ->
         {
             let mut st = lock(&conn.state);
             let before = rbuf.len();
-            pump_body(&mut st, rbuf);
+            pump_body(&mut st, rbuf, None);
             total += (before - rbuf.len()) as u64;
             st.body_buf.clear();
             if st.body_error || total > DRAIN_LIMIT {
@@ -423,7 +484,46 @@ async fn drain_body(conn: &Arc<Conn>, rbuf: &mut BytesMut, left: Option<u64>) ->
     }
 }
 
-fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) {
+/// A request ferrule answers itself instead of starting the app.
+fn refuse_request(conn: &Conn, head: &RequestHead) -> Option<u16> {
+    let cfg = &conn.shared.cfg;
+    if let (Some(max), BodyFraming::Length(n)) = (cfg.max_body, head.framing) {
+        if n > max {
+            return Some(413);
+        }
+    }
+    if let Some(limit) = cfg.limit_concurrency {
+        if conn.shared.in_flight.load(Relaxed) >= limit {
+            return Some(503);
+        }
+    }
+    None
+}
+
+/// Queues a plain error response that ends the connection, unless part of a
+/// response already went out. Sends from the app fail from now on.
+fn reply_and_close(conn: &Conn, status: u16) {
+    let shared = &conn.shared;
+    let mut st = lock(&conn.state);
+    let head_written = st.enc.as_ref().is_some_and(|e| e.head_written());
+    if !head_written && !st.response_done {
+        let date = shared.date.get();
+        let reason = crate::http1::reason_phrase(status);
+        write_simple_response(
+            &mut st.out,
+            status,
+            reason.as_bytes(),
+            true,
+            &shared.cfg.defaults,
+            &date,
+        );
+    }
+    st.closed = true;
+}
+
+/// Sets up the request state and hands the head to Python. Returns true if
+/// the body already read exceeds the size limit.
+fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> bool {
     let shared = &conn.shared;
     Stats::inc(&shared.stats.requests);
     shared.in_flight.fetch_add(1, Relaxed);
@@ -434,6 +534,8 @@ fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) {
         st.body_buf.clear();
         st.body_delivered = false;
         st.body_error = false;
+        st.body_received = 0;
+        st.body_too_large = false;
         st.response_done = false;
         st.abort = false;
         st.recv_waiter = None;
@@ -454,9 +556,11 @@ fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) {
         st.enc = Some(enc);
         st.keep_alive_after = head.keep_alive;
         st.log = None;
-        pump_body(&mut st, rbuf);
+        pump_body(&mut st, rbuf, shared.cfg.max_body);
     }
+    let too_large = lock(&conn.state).body_too_large;
     shared.push_event(Event::Request(conn.clone(), head));
+    too_large
 }
 
 fn mark_closed(conn: &Arc<Conn>) {
@@ -504,5 +608,6 @@ async fn close(conn: &Arc<Conn>, graceful: bool) {
         shared.in_flight.fetch_sub(1, Relaxed);
         lock(&conn.state).active = false;
     }
+    lock(&shared.conns).remove(&conn.id);
     shared.stats.active_connections.fetch_sub(1, Relaxed);
 }

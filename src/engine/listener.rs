@@ -62,6 +62,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 shared.stats.active_connections.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
                 let c = Arc::new(Conn::new(id, stream, peer, local, shared.clone()));
+                super::lock(&shared.conns).insert(id, c.clone());
                 tokio::spawn(conn::run(c));
             }
             Err(e) => {

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod poller;
 pub mod stats;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -33,6 +34,14 @@ pub struct EngineConfig {
     pub defaults: ResponseDefaults,
     pub keep_alive_timeout: Duration,
     pub header_timeout: Duration,
+    /// Idle time allowed while the app waits for request body bytes.
+    pub body_timeout: Duration,
+    /// Time allowed without write progress to a client that stops reading.
+    pub send_timeout: Duration,
+    /// Largest request body accepted (413 beyond); None = unlimited.
+    pub max_body: Option<u64>,
+    /// In-flight requests beyond which new ones get 503.
+    pub limit_concurrency: Option<usize>,
     /// Bytes of request body buffered for an app that has not read them yet
     /// before ferrule stops reading the socket.
     pub body_buffer: usize,
@@ -52,6 +61,10 @@ impl Default for EngineConfig {
             },
             keep_alive_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_body: None,
+            limit_concurrency: None,
             body_buffer: 64 * 1024,
             write_high_water: 64 * 1024,
             root_path: String::new(),
@@ -92,6 +105,8 @@ pub struct Shared {
     pub in_flight: AtomicUsize,
     pub next_id: AtomicU64,
     pub py: OnceLock<PyRefs>,
+    /// Open connections, so shutdown can reach the busy ones.
+    pub conns: Mutex<HashMap<u64, Arc<Conn>>>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the
@@ -114,6 +129,7 @@ impl Shared {
             in_flight: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             py: OnceLock::new(),
+            conns: Mutex::new(HashMap::new()),
         }
     }
 
