@@ -10,7 +10,9 @@ pub mod response;
 pub use chunked::{ChunkedDecoder, ChunkedError, Decoded};
 pub use date::http_date;
 pub use error::HeadError;
-pub use request::{parse_request_head, BodyFraming, Limits, RequestHead, Span, Version};
+pub use request::{
+    parse_request_head, BodyFraming, HeadParser, Limits, RequestHead, Span, Version,
+};
 pub use response::{
     reason_phrase, write_simple_response, ResponseDefaults, ResponseEncoder, ResponseError,
     CONTINUE_100,

@@ -771,6 +771,57 @@ fn feed_bytewise(input: &[u8], limits: &Limits) -> Result<(Vec<Summary>, Vec<u8>
     Ok((heads, buf.to_vec()))
 }
 
+/// Like `feed_bytewise`, through a `HeadParser`, with arbitrary piece sizes.
+fn feed_pieces_incremental(
+    input: &[u8],
+    cuts: &[usize],
+    limits: &Limits,
+) -> Result<(Vec<Summary>, Vec<u8>), HeadError> {
+    let mut p = HeadParser::new();
+    let mut buf = BytesMut::new();
+    let mut heads = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&input.len())) {
+        let end = end.clamp(start, input.len());
+        buf.extend_from_slice(&input[start..end]);
+        start = end;
+        while let Some(h) = p.parse(&mut buf, limits)? {
+            heads.push(summary(&h));
+        }
+    }
+    // Errors inside an unfinished head may be deferred (until the buffer
+    // doubles); force the verdict a later read would bring.
+    p.reset();
+    while let Some(h) = p.parse(&mut buf, limits)? {
+        heads.push(summary(&h));
+    }
+    Ok((heads, buf.to_vec()))
+}
+
+/// The same pieces, parsed with `parse_request_head` after each.
+fn feed_pieces_plain(
+    input: &[u8],
+    cuts: &[usize],
+    limits: &Limits,
+) -> Result<(Vec<Summary>, Vec<u8>), HeadError> {
+    let mut buf = BytesMut::new();
+    let mut heads = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&input.len())) {
+        let end = end.clamp(start, input.len());
+        buf.extend_from_slice(&input[start..end]);
+        start = end;
+        while let Some(h) = parse_request_head(&mut buf, limits)? {
+            heads.push(summary(&h));
+        }
+    }
+    Ok((heads, buf.to_vec()))
+}
+
+fn bytewise_cuts(input: &[u8]) -> Vec<usize> {
+    (1..input.len()).collect()
+}
+
 /// Parse all heads of `input` from one buffer.
 fn parse_all(input: &[u8], limits: &Limits) -> Result<(Vec<Summary>, Vec<u8>), HeadError> {
     let mut buf = BytesMut::from(input);
@@ -800,6 +851,10 @@ fn every_split_point_of_valid_heads() {
         let whole = parse_all(input, &limits).unwrap();
         assert!(!whole.0.is_empty());
         assert_eq!(feed_bytewise(input, &limits).unwrap(), whole);
+        assert_eq!(
+            feed_pieces_incremental(input, &bytewise_cuts(input), &limits).unwrap(),
+            whole
+        );
         // First k bytes: nothing until the first head is complete, then the same head.
         let first_len = whole.0[0].raw.len()
             + input
@@ -860,6 +915,13 @@ fn invalid_heads_fail_the_same_when_split() {
             "{:?}",
             String::from_utf8_lossy(input)
         );
+        let inc = feed_pieces_incremental(input, &bytewise_cuts(input), &limits).unwrap_err();
+        assert_eq!(
+            whole.status(),
+            inc.status(),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     // Limits too: 414 and 431 come out the same however the bytes arrive.
     let small = Limits {
@@ -879,6 +941,9 @@ fn invalid_heads_fail_the_same_when_split() {
         let whole = parse_all(input.as_bytes(), &small).unwrap_err();
         let split = feed_bytewise(input.as_bytes(), &small).unwrap_err();
         assert_eq!(whole, split, "{input:?}");
+        let inc =
+            feed_pieces_incremental(input.as_bytes(), &bytewise_cuts(input.as_bytes()), &small);
+        assert_eq!(inc.unwrap_err(), whole, "{input:?}");
     }
 }
 
@@ -1009,6 +1074,42 @@ proptest! {
             heads.push(summary(&h));
         }
         prop_assert_eq!((heads, buf.to_vec()), whole);
+    }
+
+    /// `HeadParser` fed in random pieces agrees with one-piece parsing.
+    #[test]
+    fn head_parser_agrees(
+        a in arb_request(),
+        b in arb_request(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let mut input = a;
+        input.extend_from_slice(&b);
+        let limits = Limits::default();
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+        cuts.sort_unstable();
+        prop_assert_eq!(feed_pieces_incremental(&input, &cuts, &limits), parse_all(&input, &limits));
+    }
+
+    /// On arbitrary bytes (valid or not) `HeadParser` reaches the same verdict
+    /// as `parse_request_head` called after each of the same pieces.
+    #[test]
+    fn head_parser_same_verdict_on_noise(
+        tail in prop::collection::vec(prop::sample::select(b"GET /HTP1.0\r\n :a\t,;=x\x00".to_vec()), 0..160),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        limits in arb_limits(),
+    ) {
+        let mut input = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        input.extend_from_slice(&tail);
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let whole = parse_all(&input, &limits).map_err(|e| e.status());
+        let inc = feed_pieces_incremental(&input, &cuts, &limits).map_err(|e| e.status());
+        let plain = feed_pieces_plain(&input, &cuts, &limits).map_err(|e| e.status());
+        prop_assert_eq!(&inc, &plain);
+        if let (Ok(w), Ok(i)) = (&whole, &inc) {
+            prop_assert_eq!(w, i);
+        }
     }
 
     /// Any prefix of any input is either "need more", or the same verdict (same
