@@ -664,3 +664,134 @@ fn chunk_size_hex() {
         assert_eq!(s(&out), format!("{n:x}\r\n"));
     }
 }
+
+// ---------------------------------------------------------------- properties
+
+use crate::http1::chunked::ChunkedDecoder;
+use proptest::prelude::*;
+
+/// Read one response back from `wire` with httparse and our chunked decoder:
+/// (status, headers, payload, bytes used). `None` if the body is close-delimited
+/// (it then runs to the end of `wire`).
+fn read_back(wire: &[u8], head: bool) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>, usize) {
+    let mut hs = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut hs);
+    let n = match r.parse(wire).unwrap() {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => panic!("partial head: {}", s(wire)),
+    };
+    let status = r.code.unwrap();
+    let headers: Vec<(String, Vec<u8>)> = r
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    if head || status == 204 || status == 304 {
+        return (status, headers, Vec::new(), n);
+    }
+    if get("transfer-encoding").is_some() {
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let r = d.decode(&wire[n..], &mut out).unwrap();
+        assert!(r.done, "unterminated chunked body");
+        return (status, headers, out, n + r.consumed);
+    }
+    if let Some(cl) = get("content-length") {
+        let cl: usize = std::str::from_utf8(&cl).unwrap().parse().unwrap();
+        return (status, headers, wire[n..n + cl].to_vec(), n + cl);
+    }
+    (status, headers, wire[n..].to_vec(), wire.len())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the split into messages, the bytes on the wire frame exactly
+    /// the app's body and nothing follows it (the next response can start).
+    #[test]
+    fn encoded_responses_read_back(
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..50), 1..6),
+        v10 in any::<bool>(),
+        client_ka in any::<bool>(),
+        give_cl in any::<bool>(),
+        head in any::<bool>(),
+        status in prop::sample::select(vec![200u16, 201, 204, 304, 404, 500]),
+        trailers in any::<bool>(),
+    ) {
+        let version = if v10 { Version::Http10 } else { Version::Http11 };
+        let mut e = ResponseEncoder::new(version, head, client_ka);
+        let body: Vec<u8> = chunks.concat();
+        let cl = body.len().to_string();
+        let mut headers: Vec<(&[u8], &[u8])> = vec![(b"X-App", b"1")];
+        if give_cl {
+            headers.push((b"Content-Length", cl.as_bytes()));
+        }
+        e.start(status, headers, trailers).unwrap();
+        let mut wire = Vec::new();
+        let last = chunks.len() - 1;
+        for (i, c) in chunks.iter().enumerate() {
+            e.body(c, i < last, &ResponseDefaults::default(), b"Sun, 06 Nov 1994 08:49:37 GMT", &mut wire).unwrap();
+        }
+        if trailers {
+            prop_assert!(!e.is_complete());
+            e.trailers([(&b"x-t"[..], &b"v"[..])], false, &mut wire).unwrap();
+        }
+        prop_assert!(e.is_complete());
+        let (st, hs, payload, used) = read_back(&wire, head);
+        prop_assert_eq!(st, status);
+        prop_assert!(hs.iter().any(|(n, v)| n == "x-app" && v == b"1"));
+        let no_body = head || status == 204 || status == 304;
+        if no_body {
+            prop_assert_eq!(used, wire.len(), "nothing after a bodiless head");
+            prop_assert_eq!(e.body_bytes(), 0);
+        } else {
+            prop_assert_eq!(&payload, &body);
+            prop_assert_eq!(used, wire.len());
+            prop_assert_eq!(e.body_bytes(), body.len() as u64);
+        }
+        let close_hdr = hs.iter().any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case(b"close"));
+        let framed = hs.iter().any(|(n, _)| n == "content-length" || n == "transfer-encoding");
+        // Close-delimited bodies only for 1.0 streams, and they say so.
+        if !no_body && !framed {
+            prop_assert!(v10 && !e.keep_alive() && close_hdr);
+        }
+        // Keep-alive only if the client wanted it.
+        prop_assert!(!e.keep_alive() || client_ka);
+        prop_assert!(!(close_hdr && e.keep_alive()));
+        if v10 && client_ka && e.keep_alive() {
+            prop_assert!(hs.iter().any(|(n, v)| n == "connection" && v == b"keep-alive"));
+        }
+    }
+
+    /// Random header bytes: either refused, or the head parses back with the
+    /// same fields (no injected lines).
+    #[test]
+    fn random_headers_never_split(
+        fields in prop::collection::vec(
+            (prop::collection::vec(any::<u8>(), 0..8), prop::collection::vec(any::<u8>(), 0..12)),
+            0..4,
+        ),
+    ) {
+        let mut e = ResponseEncoder::new(Version::Http11, false, true);
+        let r = e.start(200, fields.iter().map(|(n, v)| (&n[..], &v[..])), false);
+        if r.is_err() {
+            return Ok(());
+        }
+        let mut wire = Vec::new();
+        e.body(b"x", false, &ResponseDefaults::default(), b"Sun, 06 Nov 1994 08:49:37 GMT", &mut wire).unwrap();
+        let mut hs = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut hs);
+        let parsed = resp.parse(&wire);
+        prop_assert!(matches!(parsed, Ok(httparse::Status::Complete(_))), "{:?}", parsed);
+        // Our added Content-Length line is the one extra field (unless the app set one).
+        let app_cl = fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"));
+        let extra = usize::from(!app_cl);
+        prop_assert!(resp.headers.len() <= fields.len() + extra);
+    }
+}
