@@ -671,9 +671,11 @@ use crate::http1::chunked::ChunkedDecoder;
 use proptest::prelude::*;
 
 /// Read one response back from `wire` with httparse and our chunked decoder:
-/// (status, headers, payload, bytes used). `None` if the body is close-delimited
-/// (it then runs to the end of `wire`).
-fn read_back(wire: &[u8], head: bool) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>, usize) {
+/// (status, headers, payload, bytes used). A close-delimited body runs to the
+/// end of `wire`.
+type ReadBack = (u16, Vec<(String, Vec<u8>)>, Vec<u8>, usize);
+
+fn read_back(wire: &[u8], head: bool) -> ReadBack {
     let mut hs = [httparse::EMPTY_HEADER; 64];
     let mut r = httparse::Response::new(&mut hs);
     let n = match r.parse(wire).unwrap() {
