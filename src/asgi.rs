@@ -600,10 +600,12 @@ fn build_scope<'py>(
         d.set_item(intern!(py, "server"), server.bind(py))?;
     }
     if let Some(state) = &refs.state {
-        d.set_item(
-            intern!(py, "state"),
-            state.bind(py).call_method0(intern!(py, "copy"))?,
-        )?;
+        let state = state.bind(py);
+        let copy = match state.cast::<PyDict>() {
+            Ok(dict) => dict.copy()?.into_any(),
+            Err(_) => state.call_method0(intern!(py, "copy"))?,
+        };
+        d.set_item(intern!(py, "state"), copy)?;
     }
     let ext = PyDict::new(py);
     ext.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
