@@ -266,3 +266,348 @@ def run_cli() -> Iterator[Callable[..., CLIProcess]]:
             )
     if problems:
         pytest.fail("\n".join(problems))
+
+
+# ---------------------------------------------------------------- raw HTTP
+#
+# A strict HTTP/1.x response reader over a plain socket, so tests can check
+# framing byte by byte: bodies are delimited only by what the head says
+# (Content-Length, chunked, or the close of the connection).
+
+
+class IncompleteResponse(AssertionError):
+    """The connection ended (or timed out) before the response was complete."""
+
+    def __init__(self, message: str, raw: bytes) -> None:
+        super().__init__(f"{message}; got {len(raw)} bytes: {raw[:300]!r}")
+        self.raw = raw
+
+
+@dataclass
+class RawResponse:
+    version: str  # "HTTP/1.1"
+    status: int
+    reason: str
+    headers: list[tuple[str, bytes]]  # names as on the wire
+    body: bytes
+    framing: str  # "content-length" | "chunked" | "close" | "none"
+    raw: bytes  # every byte of this response as it arrived (head + body)
+    chunks: list[bytes] = field(default_factory=list)
+    trailers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def head(self) -> bytes:
+        return self.raw[: self.raw.index(b"\r\n\r\n") + 4]
+
+    def header(self, name: str) -> str | None:
+        values = self.header_list(name)
+        return values[0] if values else None
+
+    def header_list(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v.decode("latin-1") for n, v in self.headers if n.lower() == name]
+
+    def has_header(self, name: str) -> bool:
+        return bool(self.header_list(name))
+
+    def connection_tokens(self) -> set[str]:
+        tokens: set[str] = set()
+        for value in self.header_list("connection"):
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+        return tokens
+
+
+class RawClient:
+    """One TCP connection; ``read_response()`` parses strictly from a buffer, so
+    pipelined responses come out one by one."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        import socket
+
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buffer = b""
+        self.eof = False
+
+    # sending
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        version: str = "HTTP/1.1",
+        host: str = "test",
+    ) -> bytes:
+        """Encode a request; adds Host (unless given) and Content-Length for a body."""
+        lines = [f"{method} {target} {version}"]
+        headers = list(headers or [])
+        names = {n.lower() for n, _ in headers}
+        if "host" not in names and host:
+            lines.append(f"Host: {host}")
+        lines += [f"{n}: {v}" for n, v in headers]
+        if body and "content-length" not in names and "transfer-encoding" not in names:
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+    def get(self, target: str = "/", **kwargs: Any) -> "RawResponse":
+        method = kwargs.pop("method", "GET")
+        self.send(self.request(method, target, **kwargs))
+        return self.read_response(method=method)
+
+    # receiving
+    def _fill(self, timeout: float | None = None) -> bool:
+        """Read more bytes into the buffer; False at EOF."""
+        if self.eof:
+            return False
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        return True
+
+    def recv_some(self, timeout: float = 1.0) -> bytes:
+        """What one recv() returns (buffered bytes first); b"" at EOF, raises
+        socket.timeout when nothing arrives in time."""
+        if self.buffer:
+            data, self.buffer = self.buffer, b""
+            return data
+        if not self._fill(timeout):
+            return b""
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def nothing_arrives(self, wait: float) -> bool:
+        """True when no byte (and no EOF) arrives within ``wait`` seconds."""
+        import socket
+
+        if self.buffer:
+            return False
+        try:
+            got = self._fill(wait)
+        except socket.timeout:
+            return True
+        return False if got or self.eof else True
+
+    def closed_by_server(self, timeout: float = 3.0) -> bool:
+        """Waits for EOF; True when the server closed (extra bytes are kept)."""
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self._fill(left)
+            except socket.timeout:
+                return False
+            except OSError:
+                self.eof = True
+        return True
+
+    def read_until_eof(self, timeout: float | None = None) -> bytes:
+        while self._fill(timeout):
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def _take(self, n: int, consumed: int, start: int) -> None:
+        while len(self.buffer) < consumed + n:
+            if not self._fill():
+                raise IncompleteResponse(
+                    f"connection closed after {len(self.buffer) - start} bytes, "
+                    "before the end of the response",
+                    self.buffer[start:],
+                )
+
+    def _line(self, pos: int, start: int) -> tuple[bytes, int]:
+        while True:
+            end = self.buffer.find(b"\r\n", pos)
+            if end >= 0:
+                return self.buffer[pos:end], end + 2
+            if not self._fill():
+                raise IncompleteResponse(
+                    "connection closed inside a line", self.buffer[start:]
+                )
+
+    def read_response(self, method: str = "GET") -> RawResponse:
+        """Parse exactly one response (a 1xx interim response counts as one)."""
+        import socket
+
+        start = 0
+        try:
+            while b"\r\n\r\n" not in self.buffer:
+                if not self._fill():
+                    raise IncompleteResponse("no complete response head", self.buffer)
+        except socket.timeout:
+            raise IncompleteResponse(
+                "timed out waiting for a response head", self.buffer
+            ) from None
+        head_end = self.buffer.index(b"\r\n\r\n") + 4
+        head = self.buffer[:head_end].decode("latin-1")
+        lines = head[:-4].split("\r\n")
+        status_line = lines[0]
+        parts = status_line.split(" ", 2)
+        assert len(parts) >= 2, f"bad status line {status_line!r}"
+        version, status = parts[0], int(parts[1])
+        reason = parts[2] if len(parts) == 3 else ""
+        assert version in ("HTTP/1.0", "HTTP/1.1"), f"bad version in {status_line!r}"
+        assert len(parts[1]) == 3, f"bad status in {status_line!r}"
+        headers: list[tuple[str, bytes]] = []
+        for line in lines[1:]:
+            assert ":" in line, f"bad header line {line!r}"
+            assert line[0] not in " \t", f"obsolete line folding: {line!r}"
+            name, _, value = line.partition(":")
+            assert name == name.strip() and name, f"bad header name in {line!r}"
+            headers.append((name, value.strip(" \t").encode("latin-1")))
+        resp = RawResponse(version, status, reason, headers, b"", "none", b"")
+        te = ",".join(resp.header_list("transfer-encoding")).lower()
+        cls = resp.header_list("content-length")
+        pos = head_end
+        try:
+            if (
+                100 <= status < 200
+                or status in (204, 304)
+                or method.upper() == "HEAD"
+            ):
+                resp.framing = "none"
+            elif te:
+                assert te.strip() == "chunked", f"unexpected Transfer-Encoding {te!r}"
+                assert not cls, "both Transfer-Encoding and Content-Length"
+                resp.framing = "chunked"
+                body = b""
+                while True:
+                    line, pos = self._line(pos, start)
+                    size_text = line.split(b";", 1)[0].strip()
+                    assert size_text and all(
+                        c in b"0123456789abcdefABCDEF" for c in size_text
+                    ), f"bad chunk size line {line!r}"
+                    size = int(size_text, 16)
+                    if size == 0:
+                        break
+                    self._take(size + 2, pos, start)
+                    chunk = self.buffer[pos : pos + size]
+                    assert self.buffer[pos + size : pos + size + 2] == b"\r\n", (
+                        f"chunk of {size} bytes not followed by CRLF: "
+                        f"{self.buffer[pos:pos + size + 2][-20:]!r}"
+                    )
+                    pos += size + 2
+                    resp.chunks.append(chunk)
+                    body += chunk
+                while True:  # trailer section
+                    line, pos = self._line(pos, start)
+                    if not line:
+                        break
+                    name, _, value = line.decode("latin-1").partition(":")
+                    resp.trailers.append((name, value.strip().encode("latin-1")))
+                resp.body = body
+            elif cls:
+                assert len(set(cls)) == 1, f"conflicting Content-Length {cls}"
+                length = int(cls[0])
+                resp.framing = "content-length"
+                self._take(length, pos, start)
+                resp.body = self.buffer[pos : pos + length]
+                pos += length
+            else:
+                resp.framing = "close"
+                while self._fill():
+                    pass
+                pos = len(self.buffer)
+                resp.body = self.buffer[head_end:pos]
+        except socket.timeout:
+            raise IncompleteResponse(
+                "timed out before the end of the response", self.buffer
+            ) from None
+        resp.raw = self.buffer[:pos]
+        self.buffer = self.buffer[pos:]
+        return resp
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def raw_client() -> Iterator[Callable[..., RawClient]]:
+    """``raw_client(served_or_host, port=None, timeout=5.0) -> RawClient``."""
+    clients: list[RawClient] = []
+
+    def connect(target: Any, port: int | None = None, timeout: float = 5.0) -> RawClient:
+        if port is None:
+            host, port = target.host, target.port
+        else:
+            host = target
+        client = RawClient(host, port, timeout)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def error_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog that sees ``ferrule.error`` records from DEBUG up, even after a
+    test elsewhere ran ``setup_logging()`` (which stops propagation at ``ferrule``)."""
+    import logging
+
+    loggers = [logging.getLogger("ferrule"), logging.getLogger("ferrule.error")]
+    saved = [(lg.propagate, lg.level, lg.disabled) for lg in loggers]
+    for lg in loggers:
+        lg.propagate = True
+        lg.disabled = False
+    caplog.set_level(logging.DEBUG, logger="ferrule.error")
+    yield caplog
+    for lg, (propagate, level, disabled) in zip(loggers, saved):
+        lg.propagate, lg.level, lg.disabled = propagate, level, disabled
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """``wait_until(predicate, timeout=5.0)``: poll until truthy, else fail."""
+    return wait_for
+
+
+@pytest.fixture(autouse=True)
+def _restore_ferrule_loggers() -> Iterator[None]:
+    """Put the ``ferrule`` loggers back as they were after every test, so a test
+    that runs ``setup_logging()`` cannot leave handlers on streams pytest has
+    since closed (or an enabled access log) to the tests that follow."""
+    import logging
+
+    names = ("ferrule", "ferrule.error", "ferrule.access")
+    saved = {}
+    for name in names:
+        lg = logging.getLogger(name)
+        saved[name] = (list(lg.handlers), lg.level, lg.propagate, lg.disabled)
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        lg = logging.getLogger(name)
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.disabled = disabled
