@@ -24,7 +24,7 @@ create_exception!(
     "The client went away; the response can no longer be sent."
 );
 
-fn refs<'a>(shared: &'a Shared) -> PyResult<&'a PyRefs> {
+fn refs(shared: &Shared) -> PyResult<&PyRefs> {
     shared
         .py
         .get()
@@ -135,11 +135,8 @@ impl Receive {
             st.expect_continue = false;
             let head_written = st.enc.as_ref().is_some_and(|e| e.head_written());
             if !head_written {
-                let was_empty = st.out.is_empty();
                 st.out.extend_from_slice(CONTINUE_100);
-                if was_empty {
-                    let _ = conn.write_out(&mut st);
-                }
+                let _ = conn.write_now(&mut st);
             }
         }
         let fut = refs.create_future.bind(py).call0()?;
@@ -184,7 +181,7 @@ fn unexpected(ty: &str, why: &str) -> PyErr {
 fn finish_response(
     st: &mut ConnState,
     shared: &Shared,
-) -> (Option<Py<PyAny>>, Option<(LogInfo, u16, u64)>) {
+) -> (Option<Py<PyAny>>, Option<AccessEntry>) {
     st.response_done = true;
     Stats::inc(&shared.stats.responses);
     let enc_keep = st.enc.as_ref().is_none_or(|e| e.keep_alive());
@@ -203,12 +200,15 @@ fn finish_response(
     (st.recv_waiter.take(), log)
 }
 
+/// A completed response's access-log data: request info, status, bytes.
+type AccessEntry = (LogInfo, u16, u64);
+
 fn after_finish(
     py: Python<'_>,
     conn: &Arc<Conn>,
     refs: &PyRefs,
     waiter: Option<Py<PyAny>>,
-    log: Option<(LogInfo, u16, u64)>,
+    log: Option<AccessEntry>,
 ) -> PyResult<()> {
     conn.shared.schedule(conn);
     if let Some(w) = waiter {
@@ -310,11 +310,10 @@ impl Sender {
                 if shutting_down && !enc.head_written() {
                     enc.force_close();
                 }
-                let was_empty = st.out.is_empty();
                 enc.body(&body, more, &shared.cfg.defaults, &date, &mut st.out)
                     .map_err(|e| PyRuntimeError::new_err(format!("invalid response body: {e}")))?;
                 let complete = enc.is_complete();
-                self.flush_and_finish(py, st, refs, was_empty, complete)
+                self.flush_and_finish(py, st, refs, complete)
             }
             "http.response.trailers" => {
                 let more = match get(intern!(py, "more_trailers"))? {
@@ -331,7 +330,6 @@ impl Sender {
                     .enc
                     .as_mut()
                     .ok_or_else(|| unexpected(&ty, "with no request"))?;
-                let was_empty = st.out.is_empty();
                 enc.trailers(
                     raw.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
                     more,
@@ -339,7 +337,7 @@ impl Sender {
                 )
                 .map_err(|e| PyRuntimeError::new_err(format!("invalid trailers: {e}")))?;
                 let complete = enc.is_complete();
-                self.flush_and_finish(py, st, refs, was_empty, complete)
+                self.flush_and_finish(py, st, refs, complete)
             }
             other => Err(unexpected(other, "not a valid HTTP response message")),
         }
@@ -360,10 +358,12 @@ impl Sender {
             Stats::inc(&shared.stats.app_errors);
         }
         if st.closed {
+            // The client went away: nothing more can be sent, and that is
+            // not the app's fault, so there is nothing to report.
             st.response_done = true;
             drop(st);
             conn.shared.schedule(conn);
-            return Ok(true);
+            return Ok(false);
         }
         let head_written = st.enc.as_ref().is_some_and(|e| e.head_written());
         if head_written {
@@ -377,7 +377,6 @@ impl Sender {
         // Nothing of the response reached the wire: answer 500 instead.
         let date = shared.date.get();
         let keep = st.keep_alive_after && !shared.is_shutting_down();
-        let was_empty = st.out.is_empty();
         write_simple_response(
             &mut st.out,
             500,
@@ -386,9 +385,7 @@ impl Sender {
             &shared.cfg.defaults,
             &date,
         );
-        if was_empty {
-            let _ = conn.write_out(&mut st);
-        }
+        let _ = conn.write_now(&mut st);
         let (waiter, log) = finish_response(&mut st, shared);
         let log = log.map(|(info, _, _)| (info, 500, 21));
         st.keep_alive_after = keep && st.keep_alive_after;
@@ -402,37 +399,38 @@ impl Sender {
     fn flush_and_finish<'py>(
         &self,
         py: Python<'py>,
-        mut st: &mut ConnState,
+        st: &mut ConnState,
         refs: &PyRefs,
-        was_empty: bool,
         complete: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let conn = &self.conn;
         let shared = &*conn.shared;
-        if was_empty && conn.write_out(st).is_err() {
-            let waiter = st.recv_waiter.take();
-            let _ = &mut st;
-            if let Some(w) = waiter {
-                resolve(py, w, Ok(disconnect_msg(py)?.into_any()))?;
+        // Wire rule 2: the last message of a response is written at once; a
+        // non-final one waits for the end of this loop iteration, so chunks
+        // sent without an await in between leave in one write.
+        if complete || st.out.len() >= shared.cfg.write_high_water {
+            if conn.write_now(st).is_err() {
+                if let Some(w) = st.recv_waiter.take() {
+                    resolve(py, w, Ok(disconnect_msg(py)?.into_any()))?;
+                }
+                shared.schedule(conn);
+                return Err(ClientDisconnected::new_err("client disconnected"));
             }
-            shared.schedule(conn);
-            return Err(ClientDisconnected::new_err("client disconnected"));
+        } else if !st.deferred && !st.write_pending {
+            st.deferred = true;
+            lock(&shared.deferred).push(conn.clone());
         }
-        let pending = !st.out.is_empty();
         if complete {
             let (waiter, log) = finish_response(st, shared);
             after_finish(py, conn, refs, waiter, log)?;
             return Ok(refs.done.bind(py).clone());
         }
-        if pending {
-            shared.schedule(conn);
-            if st.out.len() > shared.cfg.write_high_water {
-                // Backpressure: suspend the app until the task has drained
-                // the connection's output below the low-water mark.
-                let fut = refs.create_future.bind(py).call0()?;
-                st.send_waiter = Some(fut.clone().unbind());
-                return Ok(fut);
-            }
+        if st.write_pending && st.out.len() > shared.cfg.write_high_water {
+            // Backpressure: suspend the app until the task has drained the
+            // connection's output below the low-water mark.
+            let fut = refs.create_future.bind(py).call0()?;
+            st.send_waiter = Some(fut.clone().unbind());
+            return Ok(fut);
         }
         Ok(refs.done.bind(py).clone())
     }

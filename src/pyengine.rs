@@ -17,6 +17,8 @@ use crate::engine::stats::Stats;
 use crate::engine::{lock, EngineConfig, Event, PyRefs, Shared};
 use crate::http1::{Limits, ResponseDefaults};
 
+type PollScratch = (Vec<libc::epoll_event>, Vec<(i32, u32)>);
+
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct Engine {
     rt: tokio::runtime::Runtime,
@@ -25,7 +27,8 @@ pub struct Engine {
     listener: Mutex<Option<std::net::TcpListener>>,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     addr: SocketAddr,
-    scratch: Mutex<(Vec<libc::epoll_event>, Vec<(i32, u32)>)>,
+    /// epoll_wait buffer and the (fd, events) list handed to Python.
+    scratch: Mutex<PollScratch>,
     spare_events: Mutex<Vec<Event>>,
 }
 
@@ -199,6 +202,9 @@ impl Engine {
             }
         };
         let shared = &*self.shared;
+        // The loop iteration that called us has ended: write what it
+        // deferred before waiting.
+        shared.flush_deferred();
         let poller = &self.poller;
         let rt = &self.rt;
         py.detach(|| {

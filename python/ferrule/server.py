@@ -31,8 +31,11 @@ def _make_runner(
     async def run_http(scope: Any, receive: Any, send: Any) -> None:
         try:
             await app(scope, receive, send)
-        except (ClientDisconnected, asyncio.CancelledError):
-            # The client went away or the server is stopping: no traceback.
+        except ClientDisconnected:
+            # The client went away: not the app's fault, no traceback.
+            send.app_done(False)
+        except asyncio.CancelledError:
+            # The server is stopping and cancelled the request.
             send.app_done(True)
         except BaseException as exc:
             send.app_done(True)
@@ -117,6 +120,9 @@ class Server:
             asyncio.set_event_loop(loop)
             return loop.run_until_complete(self._serve(app, engine, loop))
         finally:
+            # Every exit path (including a failed lifespan startup) stops
+            # listening, so the port is free once run() returns.
+            engine.shutdown()
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:

@@ -23,8 +23,8 @@ use tokio::time::timeout_at;
 use super::stats::Stats;
 use super::{lock, Event, Shared};
 use crate::http1::{
-    parse_request_head, write_simple_response, BodyFraming, ChunkedDecoder, RequestHead,
-    ResponseEncoder, Version,
+    write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
+    Version,
 };
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -61,6 +61,11 @@ pub struct ConnState {
     pub closed: bool,
     pub enc: Option<ResponseEncoder>,
     pub out: Vec<u8>,
+    /// A write hit EAGAIN: the task owns flushing `out` until it drains.
+    pub write_pending: bool,
+    /// `out` holds a non-final chunk waiting for the end of this loop
+    /// iteration (the connection is on `Shared::deferred`).
+    pub deferred: bool,
     pub response_done: bool,
     /// Close the connection without a clean end of response (app failed
     /// mid-stream): the client must not see a complete-looking response.
@@ -120,6 +125,8 @@ impl Conn {
                 closed: false,
                 enc: None,
                 out: Vec::new(),
+                write_pending: false,
+                deferred: false,
                 response_done: false,
                 abort: false,
                 keep_alive_after: true,
@@ -150,16 +157,34 @@ impl Conn {
                         st.out.drain(..n);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.write_pending = true;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     st.closed = true;
                     st.out.clear();
+                    st.write_pending = false;
                     return Err(e);
                 }
             }
         }
+        st.write_pending = false;
         Ok(())
+    }
+
+    /// From the loop thread: write `out` now unless the task owns a pending
+    /// flush; a remainder is handed to the task.
+    pub fn write_now(self: &Arc<Self>, st: &mut ConnState) -> io::Result<()> {
+        if st.write_pending {
+            return Ok(());
+        }
+        let res = self.write_out(st);
+        if st.write_pending {
+            self.shared.schedule(self);
+        }
+        res
     }
 
     fn quickack(&self) {
@@ -284,11 +309,15 @@ pub async fn run(conn: Arc<Conn>) {
 async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
     let shared = &conn.shared;
     let cfg = &shared.cfg;
+    // Incremental: a head dribbled in byte by byte costs linear, not
+    // quadratic, parsing work.
+    let mut parser = HeadParser::new();
     loop {
         // ---- waiting for a request head (or pipelined one already here)
         let mut head_deadline: Option<tokio::time::Instant> = None;
+        parser.reset();
         let head = loop {
-            match parse_request_head(rbuf, &cfg.limits) {
+            match parser.parse(rbuf, &cfg.limits) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {
                     if !rbuf.is_empty() {
@@ -341,8 +370,8 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
             reply_and_close(conn, status);
             return Ok(true);
         }
-        if start_request(conn, head, rbuf) {
-            reply_and_close(conn, 413);
+        if let Some(status) = start_request(conn, head, rbuf) {
+            reply_and_close(conn, status);
             shared.push_event(Event::Wake(conn.clone()));
             return Ok(true);
         }
@@ -402,19 +431,25 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                 }
                 r = conn.read_some(rbuf), if want_read => {
                     let n = match r { Ok(n) => n, Err(_) => { mark_closed(conn); return Ok(false); } };
-                    let mut st = lock(&conn.state);
                     if n == 0 {
-                        st.peer_eof = true;
-                    } else {
-                        pump_body(&mut st, rbuf, cfg.max_body);
+                        // The client closed its side mid-request: like a
+                        // reset, the app's receive() gets http.disconnect
+                        // and its next send() raises.
+                        lock(&conn.state).peer_eof = true;
+                        mark_closed(conn);
+                        return Ok(false);
                     }
-                    let too_large = st.body_too_large;
-                    let wake = st.recv_waiter.is_some() || too_large;
+                    let mut st = lock(&conn.state);
+                    pump_body(&mut st, rbuf, cfg.max_body);
+                    let broken = body_failure(&st);
+                    let wake = st.recv_waiter.is_some();
                     drop(st);
-                    if too_large {
-                        // The app learns of it as a disconnect; the client
-                        // gets 413 if nothing of the response was sent.
-                        reply_and_close(conn, 413);
+                    if let Some(status) = broken {
+                        // The app learns of it as a disconnect (never as a
+                        // complete body); the client gets 400/413 if nothing
+                        // of the response was sent, and the connection ends
+                        // because framing is in doubt.
+                        reply_and_close(conn, status);
                         shared.push_event(Event::Wake(conn.clone()));
                         return Ok(true);
                     }
@@ -506,6 +541,9 @@ fn reply_and_close(conn: &Conn, status: u16) {
     let shared = &conn.shared;
     let mut st = lock(&conn.state);
     let head_written = st.enc.as_ref().is_some_and(|e| e.head_written());
+    if status == 400 {
+        Stats::inc(&shared.stats.bad_requests);
+    }
     if !head_written && !st.response_done {
         let date = shared.date.get();
         let reason = crate::http1::reason_phrase(status);
@@ -521,9 +559,21 @@ fn reply_and_close(conn: &Conn, status: u16) {
     st.closed = true;
 }
 
-/// Sets up the request state and hands the head to Python. Returns true if
-/// the body already read exceeds the size limit.
-fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> bool {
+/// The status to answer when the request body broke its framing or the
+/// size limit.
+fn body_failure(st: &ConnState) -> Option<u16> {
+    if st.body_too_large {
+        Some(413)
+    } else if st.body_error {
+        Some(400)
+    } else {
+        None
+    }
+}
+
+/// Sets up the request state and hands the head to Python. Returns the
+/// error status if the body bytes already here are broken or too large.
+fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> Option<u16> {
     let shared = &conn.shared;
     Stats::inc(&shared.stats.requests);
     shared.in_flight.fetch_add(1, Relaxed);
@@ -558,9 +608,9 @@ fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> bo
         st.log = None;
         pump_body(&mut st, rbuf, shared.cfg.max_body);
     }
-    let too_large = lock(&conn.state).body_too_large;
+    let broken = body_failure(&lock(&conn.state));
     shared.push_event(Event::Request(conn.clone(), head));
-    too_large
+    broken
 }
 
 fn mark_closed(conn: &Arc<Conn>) {

@@ -100,6 +100,10 @@ pub struct Shared {
     pub events: Mutex<Vec<Event>>,
     pub ready: Notify,
     pub to_wake: Mutex<Vec<Arc<Conn>>>,
+    /// Connections with non-final response bytes to write at the end of the
+    /// current loop iteration (coalesces several body messages sent without
+    /// an await in between into one write).
+    pub deferred: Mutex<Vec<Arc<Conn>>>,
     pub shutting_down: AtomicBool,
     pub shutdown: Notify,
     pub in_flight: AtomicUsize,
@@ -124,6 +128,7 @@ impl Shared {
             events: Mutex::new(Vec::with_capacity(64)),
             ready: Notify::new(),
             to_wake: Mutex::new(Vec::with_capacity(64)),
+            deferred: Mutex::new(Vec::with_capacity(64)),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             in_flight: AtomicUsize::new(0),
@@ -142,6 +147,21 @@ impl Shared {
     /// From the Python side: ask the connection's task to look at its state.
     pub fn schedule(&self, conn: &Arc<Conn>) {
         lock(&self.to_wake).push(conn.clone());
+    }
+
+    /// Writes what `send()` deferred during the loop iteration that ended.
+    pub fn flush_deferred(&self) {
+        let list = std::mem::take(&mut *lock(&self.deferred));
+        for conn in list {
+            let mut st = lock(&conn.state);
+            st.deferred = false;
+            let failed = conn.write_now(&mut st).is_err();
+            let waiting = st.recv_waiter.is_some() || st.send_waiter.is_some();
+            drop(st);
+            if failed && waiting {
+                self.push_event(Event::Wake(conn));
+            }
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {
