@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _rawhttp import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_SRC = ROOT / "python"
@@ -572,18 +573,6 @@ def error_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFix
     yield caplog
     for lg, (propagate, level, disabled) in zip(loggers, saved):
         lg.propagate, lg.level, lg.disabled = propagate, level, disabled
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
 
 
 @pytest.fixture

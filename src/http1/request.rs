@@ -695,7 +695,7 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 
 /// RFC 9110 tchar.
 #[inline]
-pub(crate) fn is_tchar(b: u8) -> bool {
+pub(crate) const fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

@@ -85,30 +85,12 @@ pub struct ResponseEncoder {
     has_date: bool,
 }
 
-/// RFC 9110 tchar.
+/// RFC 9110 tchar, as a table for the per-byte check on app header names.
 const TCHAR: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        t[i] = crate::http1::request::is_tchar(i as u8);
         i += 1;
     }
     t
