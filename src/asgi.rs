@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{create_exception, intern};
 
 use crate::engine::conn::{Conn, ConnState, LogInfo};
+use crate::engine::proxy;
 use crate::engine::stats::Stats;
 use crate::engine::{lock, PyRefs, Shared};
 use crate::http1::{write_simple_response, RequestHead, Version, CONTINUE_100};
@@ -551,7 +552,37 @@ fn build_scope<'py>(
     };
     d.set_item(intern!(py, "http_version"), version)?;
     d.set_item(intern!(py, "method"), method_str(py, head.method()))?;
-    d.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+    // --proxy-headers: a trusted proxy's X-Forwarded-Proto/-For win.
+    let mut scheme = intern!(py, "http").clone();
+    let mut forwarded_client: Option<Bound<'py, PyAny>> = None;
+    if conn.via_proxy {
+        let proxies = &conn.shared.cfg.proxies;
+        for (n, v) in &head.headers {
+            let (name, value) = (head.bytes(*n), head.bytes(*v));
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            if name == b"x-forwarded-proto" {
+                if let Some(s) = proxy::forwarded_scheme(value) {
+                    scheme = PyString::intern(py, s);
+                }
+            } else if name == b"x-forwarded-for" {
+                if let Some(host) = proxy::forwarded_client(value, proxies) {
+                    forwarded_client = Some(
+                        PyTuple::new(
+                            py,
+                            [
+                                host.into_pyobject(py)?.into_any(),
+                                0u16.into_pyobject(py)?.into_any(),
+                            ],
+                        )?
+                        .into_any(),
+                    );
+                }
+            }
+        }
+    }
+    d.set_item(intern!(py, "scheme"), scheme)?;
     let root = refs.root_path.bind(py);
     let root_str = root.cast::<PyString>()?.to_cow()?;
     let raw_path = head.bytes(head.path);
@@ -594,7 +625,10 @@ fn build_scope<'py>(
             .set((addr_tuple(py, &conn.peer)?, addr_tuple(py, &conn.local)?));
     }
     if let Some((client, server)) = conn.addrs.get() {
-        d.set_item(intern!(py, "client"), client.bind(py))?;
+        match forwarded_client {
+            Some(c) => d.set_item(intern!(py, "client"), c)?,
+            None => d.set_item(intern!(py, "client"), client.bind(py))?,
+        }
         d.set_item(intern!(py, "server"), server.bind(py))?;
     }
     if let Some(state) = &refs.state {

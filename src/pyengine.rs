@@ -54,7 +54,7 @@ impl Engine {
         max_head_bytes = 65536, max_headers = 100, max_target_bytes = 8192,
         body_buffer = 65536, write_high_water = 65536,
         timeout_request_body = 30.0, timeout_send = 30.0, max_body_size = None,
-        limit_concurrency = None,
+        limit_concurrency = None, forwarded_allow_ips = Vec::new(),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -77,6 +77,7 @@ impl Engine {
         timeout_send: f64,
         max_body_size: Option<u64>,
         limit_concurrency: Option<usize>,
+        forwarded_allow_ips: Vec<String>,
     ) -> PyResult<Self> {
         let cfg = EngineConfig {
             limits: Limits {
@@ -98,6 +99,7 @@ impl Engine {
             send_timeout: secs(timeout_send, "timeout_send")?,
             max_body: max_body_size,
             limit_concurrency,
+            proxies: crate::engine::proxy::TrustedProxies::parse(&forwarded_allow_ips),
             body_buffer: body_buffer.max(1),
             write_high_water: write_high_water.max(1),
             root_path,

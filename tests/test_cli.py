@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -251,10 +252,32 @@ def test_missing_app_argument(capsys):
     assert "APP" in one_line(err)
 
 
-def test_workers_not_implemented(capsys):
-    code, _, err = call_main(capsys, "--workers", "2", "examples.hello:app")
-    assert code == 2
-    assert "--workers" in one_line(err)
+PID_APP = """
+import os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.mark.engine
+def test_workers_serve_from_several_processes_and_stop_cleanly(run_cli, tmp_path):
+    (tmp_path / "pidapp.py").write_text(PID_APP)
+    proc = run_cli("--workers", "2", "--app-dir", str(tmp_path), "--no-access-log", "pidapp:app")
+    import httpx
+
+    pids = set()
+    deadline = time.monotonic() + 10
+    while len(pids) < 2 and time.monotonic() < deadline:
+        # A new connection each time, so the kernel can pick either worker.
+        with httpx.Client() as client:
+            pids.add(client.get(proc.url + "/").text)
+    assert len(pids) == 2
+    assert str(proc.proc.pid) not in pids  # the parent only supervises
 
 
 def test_log_config_file_missing(capsys, tmp_path):

@@ -62,13 +62,16 @@ def run(app: Any, **kwargs: Any) -> None:
     failed lifespan startup).
     """
     config = Config(app, **kwargs)
-    if config.workers > 1:
-        raise ConfigError("workers", "multiple workers are not implemented yet")
     config.setup_logging()
     from .server import Server
 
     try:
-        status = Server(config).run()
+        if config.workers > 1:
+            from .supervisor import Supervisor
+
+            status = Supervisor(config).run()
+        else:
+            status = Server(config).run()
     except KeyboardInterrupt:
         return
     if status:

@@ -397,9 +397,6 @@ def main(argv: list[str] | None = None) -> None:
     if config.uds is not None:
         _fail("argument --uds: Unix domain sockets are not supported yet")
 
-    if config.workers > 1:
-        _fail("argument --workers: multiple workers are not implemented yet")
-
     try:
         config.setup_logging()
     except ConfigError as exc:
@@ -421,7 +418,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"the ferrule engine is not available ({exc})", 1)
 
     try:
-        status = Server(config).run()
+        if config.workers > 1:
+            from .supervisor import Supervisor
+
+            status = Supervisor(config).run()
+        else:
+            status = Server(config).run()
     except KeyboardInterrupt:
         status = 0
     if status:

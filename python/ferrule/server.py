@@ -112,6 +112,7 @@ class Server:
             max_target_bytes=config.limit_request_line,
             max_body_size=config.limit_request_body,
             limit_concurrency=config.limit_concurrency,
+            forwarded_allow_ips=config.trusted_hosts if config.proxy_headers else [],
         )
         self._engine = engine
         self.bound_address = engine.bound_address

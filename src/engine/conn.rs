@@ -94,6 +94,8 @@ pub struct Conn {
     pub wake: Notify,
     /// `(client, server)` scope tuples, built once per connection.
     pub addrs: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+    /// The peer is a trusted proxy (`--proxy-headers`).
+    pub via_proxy: bool,
 }
 
 impl Conn {
@@ -104,6 +106,7 @@ impl Conn {
         local: SocketAddr,
         shared: Arc<Shared>,
     ) -> Self {
+        let via_proxy = !shared.cfg.proxies.is_empty() && shared.cfg.proxies.trusts(peer.ip());
         Self {
             id,
             stream,
@@ -136,6 +139,7 @@ impl Conn {
             }),
             wake: Notify::new(),
             addrs: OnceLock::new(),
+            via_proxy,
         }
     }
 

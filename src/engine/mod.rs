@@ -13,6 +13,7 @@ pub mod conn;
 pub mod date;
 pub mod listener;
 pub mod poller;
+pub mod proxy;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     pub max_body: Option<u64>,
     /// In-flight requests beyond which new ones get 503.
     pub limit_concurrency: Option<usize>,
+    /// Peers whose X-Forwarded-For/-Proto set the scope's client/scheme.
+    pub proxies: proxy::TrustedProxies,
     /// Bytes of request body buffered for an app that has not read them yet
     /// before ferrule stops reading the socket.
     pub body_buffer: usize,
@@ -65,6 +68,7 @@ impl Default for EngineConfig {
             send_timeout: Duration::from_secs(30),
             max_body: None,
             limit_concurrency: None,
+            proxies: proxy::TrustedProxies::default(),
             body_buffer: 64 * 1024,
             write_high_water: 64 * 1024,
             root_path: String::new(),
