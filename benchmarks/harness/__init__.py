@@ -1,0 +1,1 @@
+"""ferrule benchmark harness (see benchmarks/README.md)."""
