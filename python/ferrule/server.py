@@ -80,8 +80,11 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = False
-        self.should_exit = False
+        self._should_exit = False
         self.force_exit = False
+        # Set from any thread; wakes the serving loop without polling.
+        self._exit_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.bound_address: tuple[str, int] | None = None
         self._engine: Engine | None = None
         self._signals_seen = 0
@@ -130,6 +133,20 @@ class Server:
                 asyncio.set_event_loop(None)
                 loop.close()
 
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        loop, event = self._loop, self._exit_event
+        if value and loop is not None and event is not None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass  # the loop is already closed
+
     def stats(self) -> dict[str, int]:
         """Engine counters: connections, requests, responses, write_syscalls..."""
         if self._engine is None:
@@ -148,6 +165,10 @@ class Server:
         self, app: Any, engine: Engine, loop: asyncio.AbstractEventLoop
     ) -> int:
         config = self.config
+        self._exit_event = asyncio.Event()
+        self._loop = loop
+        if self._should_exit:
+            self._exit_event.set()
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             for sig in _HANDLED_SIGNALS:
@@ -178,10 +199,19 @@ class Server:
             max_requests = config.limit_max_requests
             if max_requests is not None and config.limit_max_requests_jitter:
                 max_requests += random.randint(0, config.limit_max_requests_jitter)
+            # No periodic wake-ups while serving, unless a request limit
+            # must be watched.
+            poll = None if max_requests is None else 0.1
             while not self.should_exit:
-                await asyncio.sleep(0.05)
+                try:
+                    await asyncio.wait_for(self._exit_event.wait(), poll)
+                except asyncio.TimeoutError:
+                    pass
                 if max_requests is not None and engine.stats()["requests"] >= max_requests:
-                    logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+                    logger.warning(
+                        "Maximum request limit of %d exceeded. Terminating process.",
+                        max_requests,
+                    )
                     self.should_exit = True
 
             await self._shutdown(engine, loop)
