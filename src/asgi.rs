@@ -240,7 +240,13 @@ impl Sender {
         let refs = refs(shared)?;
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
+        // Messages are almost always dicts: look keys up without raising
+        // (an absent optional key would otherwise cost a KeyError).
+        let as_dict = message.cast::<PyDict>().ok();
         let get = |key: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> {
+            if let Some(d) = as_dict {
+                return d.get_item(key);
+            }
             match message.get_item(key) {
                 Ok(v) => Ok(Some(v)),
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => Ok(None),
@@ -540,12 +546,10 @@ fn build_scope<'py>(
     conn: &Conn,
     head: &RequestHead,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    let asgi = PyDict::new(py);
-    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
-    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
-    d.set_item(intern!(py, "asgi"), asgi)?;
+    // Copying a template that already holds every key (constants filled
+    // in) is a memcpy of its table; setting the rest then never resizes.
+    let d = refs.scope_template.bind(py).copy()?;
+    d.set_item(intern!(py, "asgi"), refs.asgi_template.bind(py).copy()?)?;
     let version = match head.version {
         Version::Http11 => intern!(py, "1.1"),
         Version::Http10 => intern!(py, "1.0"),
@@ -606,7 +610,6 @@ fn build_scope<'py>(
         intern!(py, "query_string"),
         PyBytes::new(py, head.bytes(head.query)),
     )?;
-    d.set_item(intern!(py, "root_path"), root)?;
     let headers = PyList::empty(py);
     for (n, v) in &head.headers {
         let t = PyTuple::new(
@@ -645,6 +648,37 @@ fn build_scope<'py>(
     Ok(d)
 }
 
+/// The `http` scope with its constant values, copied for each request; the
+/// `None`s are filled per request, in this key order.
+pub fn scope_template<'py>(
+    py: Python<'py>,
+    root_path: &Bound<'py, PyAny>,
+    with_state: bool,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+    let none = py.None().into_bound(py);
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    d.set_item(intern!(py, "asgi"), &none)?;
+    d.set_item(intern!(py, "http_version"), &none)?;
+    d.set_item(intern!(py, "method"), &none)?;
+    d.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+    d.set_item(intern!(py, "path"), &none)?;
+    d.set_item(intern!(py, "raw_path"), &none)?;
+    d.set_item(intern!(py, "query_string"), &none)?;
+    d.set_item(intern!(py, "root_path"), root_path)?;
+    d.set_item(intern!(py, "headers"), &none)?;
+    d.set_item(intern!(py, "client"), &none)?;
+    d.set_item(intern!(py, "server"), &none)?;
+    if with_state {
+        d.set_item(intern!(py, "state"), &none)?;
+    }
+    d.set_item(intern!(py, "extensions"), &none)?;
+    let asgi = PyDict::new(py);
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+    Ok((d, asgi))
+}
+
 /// Builds the scope and starts the app for a parsed request.
 pub fn start_app(py: Python<'_>, conn: &Arc<Conn>, head: &RequestHead) -> PyResult<()> {
     let refs = refs(&conn.shared)?;
@@ -677,7 +711,12 @@ pub fn start_app(py: Python<'_>, conn: &Arc<Conn>, head: &RequestHead) -> PyResu
             },
         )?;
         let coro = refs.runner.bind(py).call1((scope, receive, send))?;
-        refs.create_task.bind(py).call1((coro,))?;
+        // asyncio.Task(coro, loop=loop): what loop.create_task does, minus
+        // its pure-Python wrapper (unless the app installed a task factory).
+        match &refs.task_kwargs {
+            Some(kw) => refs.spawn.bind(py).call((coro,), Some(kw.bind(py)))?,
+            None => refs.spawn.bind(py).call1((coro,))?,
+        };
         Ok(())
     };
     if let Err(e) = run() {

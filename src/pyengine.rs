@@ -160,22 +160,39 @@ impl Engine {
         access_log: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let done = event_loop.call_method0("create_future")?;
+        let (spawn, task_kwargs) = if event_loop.call_method0("get_task_factory")?.is_none() {
+            let kw = PyDict::new(py);
+            kw.set_item("loop", event_loop)?;
+            // A constant name spares asyncio formatting "Task-N" per task.
+            kw.set_item("name", "ferrule-http")?;
+            (
+                py.import("asyncio")?.getattr("Task")?.unbind(),
+                Some(kw.unbind()),
+            )
+        } else {
+            (event_loop.getattr("create_task")?.unbind(), None)
+        };
         done.call_method1("set_result", (py.None(),))?;
+        let root_path = self
+            .shared
+            .cfg
+            .root_path
+            .clone()
+            .into_pyobject(py)?
+            .into_any();
+        let (scope_template, asgi_template) =
+            crate::asgi::scope_template(py, &root_path, state.is_some())?;
         let refs = PyRefs {
+            scope_template: scope_template.unbind(),
+            asgi_template: asgi_template.unbind(),
             runner,
             create_future: event_loop.getattr("create_future")?.unbind(),
-            create_task: event_loop.getattr("create_task")?.unbind(),
+            spawn,
+            task_kwargs,
             done: done.unbind(),
             access_log,
             state,
-            root_path: self
-                .shared
-                .cfg
-                .root_path
-                .clone()
-                .into_pyobject(py)?
-                .into_any()
-                .unbind(),
+            root_path: root_path.unbind(),
         };
         if self.shared.py.set(refs).is_err() {
             return Err(PyRuntimeError::new_err("engine already started"));

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use tokio::sync::Notify;
 
 use crate::http1::{Limits, RequestHead, ResponseDefaults};
@@ -80,7 +81,12 @@ impl Default for EngineConfig {
 pub struct PyRefs {
     pub runner: Py<PyAny>,
     pub create_future: Py<PyAny>,
-    pub create_task: Py<PyAny>,
+    /// Starts an app task: `asyncio.Task` called with `task_kwargs`
+    /// (`loop=`), or `loop.create_task` when the loop has a task factory.
+    pub spawn: Py<PyAny>,
+    pub task_kwargs: Option<Py<PyDict>>,
+    pub scope_template: Py<PyDict>,
+    pub asgi_template: Py<PyDict>,
     /// An already-completed future: `send()` returns it when it need not wait.
     pub done: Py<PyAny>,
     pub access_log: Option<Py<PyAny>>,
