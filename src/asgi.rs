@@ -161,14 +161,20 @@ fn bytes_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
 fn header_pairs<'py>(
     headers: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-    let mut out = Vec::new();
-    if let Some(h) = headers {
-        for item in h.try_iter()? {
-            let item = item?;
-            let name = item.get_item(0)?;
-            let value = item.get_item(1)?;
-            out.push((name, value));
+    let Some(h) = headers else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(h.len().unwrap_or(8));
+    for item in h.try_iter()? {
+        let item = item?;
+        // Fast path for the usual 2-tuples; any 2-item sequence works.
+        if let Ok(t) = item.cast::<PyTuple>() {
+            if t.len() == 2 {
+                out.push((t.get_item(0)?, t.get_item(1)?));
+                continue;
+            }
         }
+        out.push((item.get_item(0)?, item.get_item(1)?));
     }
     Ok(out)
 }

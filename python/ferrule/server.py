@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from . import logs
 from ._ferrule import ClientDisconnected, Engine
+from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
@@ -119,7 +120,7 @@ class Server:
         )
         self._engine = engine
         self.bound_address = engine.bound_address
-        loop = asyncio.SelectorEventLoop(FerruleSelector(engine))
+        loop = FerruleEventLoop(FerruleSelector(engine))
         try:
             asyncio.set_event_loop(loop)
             return loop.run_until_complete(self._serve(app, engine, loop))

@@ -603,11 +603,19 @@ fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> Op
         st.body = body;
         st.body_done = done;
         st.expect_continue = head.expect_continue && !done;
-        let mut enc = ResponseEncoder::new(head.version, head.is_head(), head.keep_alive);
+        // Reuse the previous request's encoder and its header buffer.
+        let enc = match st.enc.as_mut() {
+            Some(enc) => {
+                enc.reset(head.version, head.is_head(), head.keep_alive);
+                enc
+            }
+            None => st
+                .enc
+                .insert(ResponseEncoder::new(head.version, head.is_head(), head.keep_alive)),
+        };
         if shared.is_shutting_down() {
             enc.force_close();
         }
-        st.enc = Some(enc);
         st.keep_alive_after = head.keep_alive;
         st.log = None;
         pump_body(&mut st, rbuf, shared.cfg.max_body);
