@@ -316,6 +316,8 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
     // Incremental: a head dribbled in byte by byte costs linear, not
     // quadratic, parsing work.
     let mut parser = HeadParser::new();
+    let timer = tokio::time::sleep(cfg.keep_alive_timeout);
+    tokio::pin!(timer);
     loop {
         // ---- waiting for a request head (or pipelined one already here)
         let mut head_deadline: Option<tokio::time::Instant> = None;
@@ -357,11 +359,13 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                     .get_or_insert_with(|| tokio::time::Instant::now() + cfg.header_timeout)
             };
             let idle = rbuf.is_empty();
+            // One timer per connection, moved rather than re-created: tokio
+            // extends a later deadline without touching its timer wheel.
+            timer.as_mut().reset(deadline);
             let n = tokio::select! {
-                r = timeout_at(deadline, conn.read_some(rbuf)) => match r {
-                    Ok(r) => r?,
-                    Err(_) => return Ok(true), // keep-alive or header timeout
-                },
+                biased;
+                r = conn.read_some(rbuf) => r?,
+                _ = &mut timer => return Ok(true), // keep-alive or header timeout
                 _ = shared.shutdown.notified(), if idle => return Ok(true),
             };
             if n == 0 {
@@ -609,9 +613,11 @@ fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> Op
                 enc.reset(head.version, head.is_head(), head.keep_alive);
                 enc
             }
-            None => st
-                .enc
-                .insert(ResponseEncoder::new(head.version, head.is_head(), head.keep_alive)),
+            None => st.enc.insert(ResponseEncoder::new(
+                head.version,
+                head.is_head(),
+                head.keep_alive,
+            )),
         };
         if shared.is_shutting_down() {
             enc.force_close();
