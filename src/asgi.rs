@@ -222,7 +222,10 @@ fn after_finish(
         resolve(py, w, Ok(disconnect_msg(py)?.into_any()))?;
     }
     if let (Some((info, status, bytes)), Some(cb)) = (log, refs.access_log.as_ref()) {
-        let client = format!("{}:{}", conn.peer.ip(), conn.peer.port());
+        let client = match conn.peer {
+            Some(p) => format!("{}:{}", p.ip(), p.port()),
+            None => "unix".to_string(),
+        };
         let version = match info.version {
             Version::Http10 => "1.0",
             Version::Http11 => "1.1",
@@ -527,7 +530,11 @@ fn method_str<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-fn addr_tuple(py: Python<'_>, a: &std::net::SocketAddr) -> PyResult<Py<PyAny>> {
+/// `(host, port)` for the scope; `None` on a Unix domain socket, as uvicorn.
+fn addr_tuple(py: Python<'_>, a: Option<&std::net::SocketAddr>) -> PyResult<Py<PyAny>> {
+    let Some(a) = a else {
+        return Ok(py.None());
+    };
     let ip = match a.ip() {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -629,9 +636,10 @@ fn build_scope<'py>(
     }
     d.set_item(intern!(py, "headers"), headers)?;
     if conn.addrs.get().is_none() {
-        let _ = conn
-            .addrs
-            .set((addr_tuple(py, &conn.peer)?, addr_tuple(py, &conn.local)?));
+        let _ = conn.addrs.set((
+            addr_tuple(py, conn.peer.as_ref())?,
+            addr_tuple(py, conn.local.as_ref())?,
+        ));
     }
     if let Some((client, server)) = conn.addrs.get() {
         match forwarded_client {

@@ -1,7 +1,6 @@
 //! `ferrule._ferrule.Engine`: the Python face of the engine. It is both the
 //! listening server and the selector behind asyncio's event loop.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,9 +23,10 @@ pub struct Engine {
     rt: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     poller: Poller,
-    listener: Mutex<Option<std::net::TcpListener>>,
+    listener: Mutex<Option<listener::StdListener>>,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    addr: SocketAddr,
+    /// `(host, port)`, or `(path, 0)` on a Unix domain socket.
+    addr: (String, u16),
     /// epoll_wait buffer and the (fd, events) list handed to Python.
     scratch: Mutex<PollScratch>,
     spare_events: Mutex<Vec<Event>>,
@@ -48,7 +48,7 @@ fn secs(v: f64, name: &str) -> PyResult<Duration> {
 impl Engine {
     #[new]
     #[pyo3(signature = (
-        host = "127.0.0.1".to_string(), port = 8000, *, fd = None, backlog = 2048,
+        host = "127.0.0.1".to_string(), port = 8000, *, fd = None, uds = None, backlog = 2048,
         server_header = true, date_header = true, headers = Vec::new(),
         timeout_keep_alive = 5.0, timeout_request_header = 10.0, root_path = String::new(),
         max_head_bytes = 65536, max_headers = 100, max_target_bytes = 8192,
@@ -61,6 +61,7 @@ impl Engine {
         host: String,
         port: u16,
         fd: Option<i32>,
+        uds: Option<String>,
         backlog: i32,
         server_header: bool,
         date_header: bool,
@@ -109,11 +110,12 @@ impl Engine {
             .enable_time()
             .build()
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let std_listener = match fd {
-            Some(fd) => listener::from_fd(fd)?,
-            None => listener::bind(&host, port, backlog)?,
+        let std_listener = match (fd, &uds) {
+            (Some(fd), _) => listener::from_fd(fd)?,
+            (None, Some(path)) => listener::bind_unix(path, backlog)?,
+            (None, None) => listener::bind(&host, port, backlog)?,
         };
-        let addr = std_listener.local_addr()?;
+        let addr = std_listener.describe()?;
         let poller = {
             let _guard = rt.enter();
             Poller::new()?
@@ -133,7 +135,7 @@ impl Engine {
     /// `(host, port)` actually bound (port 0 resolved).
     #[getter]
     fn bound_address(&self) -> (String, u16) {
-        (self.addr.ip().to_string(), self.addr.port())
+        self.addr.clone()
     }
 
     fn register(&self, fd: i32, events: u32) -> PyResult<()> {
@@ -201,7 +203,7 @@ impl Engine {
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("listener already closed"))?;
         let _guard = self.rt.enter();
-        let l = tokio::net::TcpListener::from_std(std_listener)?;
+        let l = std_listener.into_tokio()?;
         let handle = self.rt.spawn(listener::accept_loop(l, self.shared.clone()));
         *lock(&self.accept) = Some(handle);
         Ok(())

@@ -394,9 +394,6 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(f"argument {_flag_for(exc.option)}: {exc.message}")
 
-    if config.uds is not None:
-        _fail("argument --uds: Unix domain sockets are not supported yet")
-
     try:
         config.setup_logging()
     except ConfigError as exc:

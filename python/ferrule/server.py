@@ -96,12 +96,11 @@ class Server:
         """Serve until stopped; returns the process exit status."""
         config = self.config
         app = config.load_app()
-        if config.uds is not None:
-            raise NotImplementedError("--uds (Unix domain sockets) is not supported yet")
         engine = Engine(
             config.host,
             config.port,
             fd=config.fd,
+            uds=config.uds if config.fd is None else None,
             backlog=config.backlog,
             server_header=config.server_header,
             date_header=config.date_header,
@@ -128,6 +127,11 @@ class Server:
             # Every exit path (including a failed lifespan startup) stops
             # listening, so the port is free once run() returns.
             engine.shutdown()
+            if config.uds is not None and config.fd is None:
+                try:
+                    os.unlink(config.uds)
+                except OSError:
+                    pass
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
@@ -191,10 +195,17 @@ class Server:
             )
             self.started = True
             host, port = engine.bound_address
-            shown = f"[{host}]" if ":" in host else host
-            logger.info(
-                "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
-            )
+            if host.startswith("/") or port == 0 and config.uds:
+                logger.info(
+                    "Ferrule running on unix socket %s (Press CTRL+C to quit)", host
+                )
+            else:
+                shown = f"[{host}]" if ":" in host else host
+                logger.info(
+                    "Ferrule running on http://%s:%d (Press CTRL+C to quit)",
+                    shown,
+                    port,
+                )
             logger.info("Started server process [%d]", os.getpid())
 
             max_requests = config.limit_max_requests

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from typing import Callable
 
@@ -29,6 +30,14 @@ _EARLY_EXIT = 1.0
 def _bind(config: Config) -> socket.socket:
     if config.fd is not None:
         return socket.socket(fileno=os.dup(config.fd))
+    if config.uds is not None:
+        if os.path.exists(config.uds) and stat.S_ISSOCK(os.stat(config.uds).st_mode):
+            os.unlink(config.uds)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(config.uds)
+        os.chmod(config.uds, 0o666)
+        sock.listen(config.backlog)
+        return sock
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -64,9 +73,15 @@ class Supervisor:
 
     def run(self) -> int:
         sock = _bind(self.config)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        logger.info("Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port)
+        if sock.family == socket.AF_UNIX:
+            logger.info(
+                "Ferrule running on unix socket %s (Press CTRL+C to quit)",
+                sock.getsockname(),
+            )
+        else:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logger.info("Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port)
         logger.info("Started parent process [%d]", os.getpid())
 
         def stop(signum: int, frame: object) -> None:
@@ -108,6 +123,11 @@ class Supervisor:
                     pass
                 self.workers.pop(pid, None)
             sock.close()
+            if self.config.uds is not None and self.config.fd is None:
+                try:
+                    os.unlink(self.config.uds)
+                except OSError:
+                    pass
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         logger.info("Stopping parent process [%d]", os.getpid())

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use pyo3::prelude::*;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::timeout_at;
 
 use super::stats::Stats;
+use super::stream::Stream;
 use super::{lock, Event, Shared};
 use crate::http1::{
     write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
@@ -86,9 +86,10 @@ pub struct LogInfo {
 
 pub struct Conn {
     pub id: u64,
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
+    pub stream: Stream,
+    /// Peer and local addresses (None on a Unix domain socket).
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     pub state: Mutex<ConnState>,
     pub wake: Notify,
@@ -101,12 +102,15 @@ pub struct Conn {
 impl Conn {
     pub fn new(
         id: u64,
-        stream: TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
+        stream: Stream,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
         shared: Arc<Shared>,
     ) -> Self {
-        let via_proxy = !shared.cfg.proxies.is_empty() && shared.cfg.proxies.trusts(peer.ip());
+        let via_proxy = match peer {
+            Some(p) => !shared.cfg.proxies.is_empty() && shared.cfg.proxies.trusts(p.ip()),
+            None => shared.cfg.proxies.trusts_unix(),
+        };
         Self {
             id,
             stream,
@@ -192,6 +196,9 @@ impl Conn {
     }
 
     fn quickack(&self) {
+        if !self.stream.is_tcp() {
+            return;
+        }
         let one: libc::c_int = 1;
         // SAFETY: plain setsockopt on our own open socket with a valid int
         // option value; failure only means no quick ACK.

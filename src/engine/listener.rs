@@ -1,22 +1,63 @@
-//! Listening socket and the accept loop.
+//! Listening sockets (TCP, Unix domain, or inherited) and the accept loop.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::net::{TcpListener, UnixListener};
 
 use super::conn::{self, Conn};
 use super::stats::Stats;
+use super::stream::Stream;
 use super::Shared;
 
+/// A bound, listening socket not yet handed to tokio.
+pub enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StdListener {
+    /// `(host, port)`, or `(path, 0)` for a Unix domain socket.
+    pub fn describe(&self) -> io::Result<(String, u16)> {
+        match self {
+            StdListener::Tcp(l) => {
+                let a = l.local_addr()?;
+                Ok((a.ip().to_string(), a.port()))
+            }
+            StdListener::Unix(l) => {
+                let a = l.local_addr()?;
+                let path = a
+                    .as_pathname()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                Ok((path, 0))
+            }
+        }
+    }
+
+    /// Must be called inside the tokio runtime's context.
+    pub fn into_tokio(self) -> io::Result<Listener> {
+        Ok(match self {
+            StdListener::Tcp(l) => Listener::Tcp(TcpListener::from_std(l)?),
+            StdListener::Unix(l) => Listener::Unix(UnixListener::from_std(l)?),
+        })
+    }
+}
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
 /// Binds `host:port` (port 0 = any free port) with SO_REUSEADDR.
-pub fn bind(host: &str, port: u16, backlog: i32) -> io::Result<std::net::TcpListener> {
-    let addr = (host, port)
+pub fn bind(host: &str, port: u16, backlog: i32) -> io::Result<StdListener> {
+    let addr: SocketAddr = (host, port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host resolved to nothing"))?;
@@ -28,36 +69,69 @@ pub fn bind(host: &str, port: u16, backlog: i32) -> io::Result<std::net::TcpList
     sock.bind(&addr.into())?;
     sock.listen(backlog)?;
     sock.set_nonblocking(true)?;
-    Ok(sock.into())
+    Ok(StdListener::Tcp(sock.into()))
 }
 
-/// Adopts a listening socket inherited from a parent process (`--fd`).
-pub fn from_fd(fd: RawFd) -> io::Result<std::net::TcpListener> {
+/// Binds a Unix domain socket at `path` (a stale socket file left by an
+/// earlier run is replaced; any other file is an error), mode 0666 like
+/// uvicorn.
+pub fn bind_unix(path: &str, backlog: i32) -> io::Result<StdListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{path} exists and is not a socket"),
+            ));
+        }
+    }
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.bind(&SockAddr::unix(path)?)?;
+    sock.listen(backlog)?;
+    sock.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(StdListener::Unix(sock.into()))
+}
+
+/// Adopts a listening socket inherited from a parent process (`--fd`,
+/// `--workers`), TCP or Unix.
+pub fn from_fd(fd: RawFd) -> io::Result<StdListener> {
     // SAFETY: the caller hands over a descriptor it duplicated for us; it is
     // open and owned by nothing else in this process.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let sock = Socket::from(owned);
     sock.set_nonblocking(true)?;
-    Ok(sock.into())
+    if sock.local_addr()?.domain() == Domain::UNIX {
+        Ok(StdListener::Unix(sock.into()))
+    } else {
+        Ok(StdListener::Tcp(sock.into()))
+    }
 }
 
-pub fn local_addr(l: &std::net::TcpListener) -> io::Result<SocketAddr> {
-    l.local_addr()
+async fn accept(
+    listener: &Listener,
+) -> io::Result<(Stream, Option<SocketAddr>, Option<SocketAddr>)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            // Wire rule 1: never let Nagle hold a response's last segment.
+            stream.set_nodelay(true)?;
+            let local = stream.local_addr()?;
+            Ok((Stream::Tcp(stream), Some(peer), Some(local)))
+        }
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            Ok((Stream::Unix(stream), None, None))
+        }
+    }
 }
 
-/// Accepts until aborted. Each socket gets TCP_NODELAY and its own task.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts until aborted; each connection gets its own task.
+pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                // Wire rule 1: never let Nagle hold a response's last segment.
-                if stream.set_nodelay(true).is_err() {
-                    continue;
-                }
-                let local = match stream.local_addr() {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                };
+        match accept(&listener).await {
+            Ok((stream, peer, local)) => {
                 Stats::inc(&shared.stats.connections);
                 shared.stats.active_connections.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
@@ -68,10 +142,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
                 // pending connection stays in the backlog.
-                if is_transient(&e) {
-                    continue;
+                if !is_transient(&e) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod poller;
 pub mod proxy;
 pub mod stats;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 #[derive(Default)]
 pub struct TrustedProxies {
     all: bool,
+    /// `unix:` in the list: peers on a Unix domain socket are trusted.
+    unix: bool,
     nets: Vec<(IpAddr, u8)>,
 }
 
@@ -18,6 +20,10 @@ impl TrustedProxies {
             let item = item.trim();
             if item == "*" {
                 t.all = true;
+                continue;
+            }
+            if item == "unix:" {
+                t.unix = true;
                 continue;
             }
             let (addr, prefix) = match item.split_once('/') {
@@ -34,7 +40,11 @@ impl TrustedProxies {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.all && self.nets.is_empty()
+        !self.all && !self.unix && self.nets.is_empty()
+    }
+
+    pub fn trusts_unix(&self) -> bool {
+        self.all || self.unix
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
