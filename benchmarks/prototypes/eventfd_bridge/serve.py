@@ -25,6 +25,8 @@ def main():
     ap.add_argument("--drain", choices=["py", "rust"], default="py")
     ap.add_argument("--app", default="app:app")
     ap.add_argument("--stats", default=None)
+    ap.add_argument("--sched-batch", action="store_true",
+                    help="SCHED_BATCH for both threads: no wake-up preemption between them")
     a = ap.parse_args()
 
     if a.loop == "uvloop":
@@ -38,7 +40,9 @@ def main():
     mod, _, attr = a.app.partition(":")
     app = getattr(importlib.import_module(mod), attr)
     create_task = loop.create_task
-    server = Server(a.host, a.port, app, create_task)
+    if a.sched_batch:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # this (loop) thread
+    server = Server(a.host, a.port, app, create_task, a.sched_batch)
 
     if a.drain == "rust":
         drain = server.dispatch
@@ -63,7 +67,8 @@ def main():
     loop.add_signal_handler(signal.SIGUSR1, dump)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.add_signal_handler(signal.SIGINT, loop.stop)
-    print(f"eventfd bridge on http://{a.host}:{a.port} loop={a.loop} drain={a.drain}",
+    print(f"eventfd bridge on http://{a.host}:{a.port} loop={a.loop} drain={a.drain} "
+          f"sched_batch={a.sched_batch}",
           flush=True)
     try:
         loop.run_forever()

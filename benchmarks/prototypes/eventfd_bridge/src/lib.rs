@@ -600,12 +600,14 @@ impl Server {
 #[pymethods]
 impl Server {
     #[new]
+    #[pyo3(signature = (host, port, app, create_task, sched_batch=false))]
     fn new(
         py: Python<'_>,
         host: &str,
         port: u16,
         app: Py<PyAny>,
         create_task: Py<PyAny>,
+        sched_batch: bool,
     ) -> PyResult<Self> {
         use socket2::{Domain, Socket, Type};
         let addr: SocketAddr = format!("{host}:{port}")
@@ -630,6 +632,12 @@ impl Server {
         std::thread::Builder::new()
             .name("tokio-io".into())
             .spawn(move || {
+                if sched_batch {
+                    // SCHED_BATCH: a waking tokio thread does not preempt the
+                    // Python thread sharing its core (see RESULTS.md).
+                    let p = libc::sched_param { sched_priority: 0 };
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &p) };
+                }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .build()
