@@ -179,6 +179,26 @@ fn header_pairs<'py>(
     Ok(out)
 }
 
+/// The bytes of each header pair (borrowed from `bytes` objects).
+type HeaderBytes<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
+
+fn header_bytes<'a>(
+    pairs: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+) -> PyResult<HeaderBytes<'a>> {
+    pairs
+        .iter()
+        .map(|(n, v)| Ok((bytes_of(n)?, bytes_of(v)?)))
+        .collect()
+}
+
+/// An optional boolean message key (`more_body`, `trailers`, ...).
+fn truthy(value: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+    match value {
+        Some(v) => v.is_truthy(),
+        None => Ok(false),
+    }
+}
+
 fn unexpected(ty: &str, why: &str) -> PyErr {
     PyRuntimeError::new_err(format!("Unexpected ASGI message '{ty}' sent, {why}."))
 }
@@ -279,15 +299,9 @@ impl Sender {
                         ))
                     }
                 };
-                let trailers = match get(intern!(py, "trailers"))? {
-                    Some(t) => t.is_truthy()?,
-                    None => false,
-                };
+                let trailers = truthy(get(intern!(py, "trailers"))?)?;
                 let pairs = header_pairs(get(intern!(py, "headers"))?)?;
-                let mut raw = Vec::with_capacity(pairs.len());
-                for (n, v) in &pairs {
-                    raw.push((bytes_of(n)?, bytes_of(v)?));
-                }
+                let raw = header_bytes(&pairs)?;
                 let enc = st
                     .enc
                     .as_mut()
@@ -309,10 +323,7 @@ impl Sender {
                     Some(b) => bytes_of(b)?,
                     None => Cow::Borrowed(&[]),
                 };
-                let more = match get(intern!(py, "more_body"))? {
-                    Some(m) => m.is_truthy()?,
-                    None => false,
-                };
+                let more = truthy(get(intern!(py, "more_body"))?)?;
                 let date = shared.date.get();
                 let shutting_down = shared.is_shutting_down();
                 let st = &mut *st;
@@ -332,15 +343,9 @@ impl Sender {
                 self.flush_and_finish(py, st, refs, complete)
             }
             "http.response.trailers" => {
-                let more = match get(intern!(py, "more_trailers"))? {
-                    Some(m) => m.is_truthy()?,
-                    None => false,
-                };
+                let more = truthy(get(intern!(py, "more_trailers"))?)?;
                 let pairs = header_pairs(get(intern!(py, "headers"))?)?;
-                let mut raw = Vec::with_capacity(pairs.len());
-                for (n, v) in &pairs {
-                    raw.push((bytes_of(n)?, bytes_of(v)?));
-                }
+                let raw = header_bytes(&pairs)?;
                 let st = &mut *st;
                 let enc = st
                     .enc

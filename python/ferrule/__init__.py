@@ -63,15 +63,10 @@ def run(app: Any, **kwargs: Any) -> None:
     """
     config = Config(app, **kwargs)
     config.setup_logging()
-    from .server import Server
+    from .supervisor import serve
 
     try:
-        if config.workers > 1:
-            from .supervisor import Supervisor
-
-            status = Supervisor(config).run()
-        else:
-            status = Server(config).run()
+        status = serve(config)
     except KeyboardInterrupt:
         return
     if status:

@@ -410,17 +410,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"Error loading ASGI app {args.app!r}: {type(exc).__name__}: {exc}", 1)
 
     try:
-        from .server import Server
+        from . import server  # noqa: F401  (fails early if the engine is not built)
     except ImportError as exc:
         _fail(f"the ferrule engine is not available ({exc})", 1)
 
-    try:
-        if config.workers > 1:
-            from .supervisor import Supervisor
+    from .supervisor import serve
 
-            status = Supervisor(config).run()
-        else:
-            status = Server(config).run()
+    try:
+        status = serve(config)
     except KeyboardInterrupt:
         status = 0
     if status:

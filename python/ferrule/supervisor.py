@@ -134,6 +134,14 @@ class Supervisor:
         return status
 
 
+def serve(config: Config) -> int:
+    """Run ``config`` to completion: one in-process server, or a supervisor
+    with ``config.workers`` worker processes. Returns the exit status."""
+    if config.workers > 1:
+        return Supervisor(config).run()
+    return _run_worker(config)
+
+
 def _run_worker(config: Config) -> int:
     from .server import Server
 

@@ -1,6 +1,7 @@
 //! Response encoding: status line, headers and body framing, written into the
 //! caller's buffer so that head and body leave in one syscall.
 
+use super::request::{parse_decimal, trim_ows};
 use thiserror::Error;
 
 use super::request::Version;
@@ -172,29 +173,6 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 /// Write the defaults the app did not override: Server, Date, `--header` extras.
