@@ -10,12 +10,16 @@ level-triggered epoll inside the engine.
 from __future__ import annotations
 
 import selectors
-from typing import Any
+from typing import Any, Callable
 
 from ._ferrule import Engine
 
 
-class FerruleSelector(selectors._BaseSelectorImpl):  # type: ignore[name-defined]
+class FerruleSelector(selectors._BaseSelectorImpl):
+    # Set up by _BaseSelectorImpl.__init__ (not in typeshed's stubs).
+    _fd_to_key: dict[int, selectors.SelectorKey]
+    _fileobj_lookup: Callable[[Any], int]
+
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self._engine = engine

@@ -219,7 +219,10 @@ class Server:
                     await asyncio.wait_for(self._exit_event.wait(), poll)
                 except asyncio.TimeoutError:
                     pass
-                if max_requests is not None and engine.stats()["requests"] >= max_requests:
+                if (
+                    max_requests is not None
+                    and engine.stats()["requests"] >= max_requests
+                ):
                     logger.warning(
                         "Maximum request limit of %d exceeded. Terminating process.",
                         max_requests,
@@ -243,12 +246,19 @@ class Server:
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
         while engine.in_flight() and not self.force_exit:
             if deadline is not None and time.monotonic() >= deadline:
-                logger.error("Cancel %d running request(s), timeout graceful shutdown exceeded", engine.in_flight())
+                logger.error(
+                    "Cancel %d running request(s), timeout graceful shutdown exceeded",
+                    engine.in_flight(),
+                )
                 break
             await asyncio.sleep(0.02)
         me = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks(loop) if t is not me and not t.done()]
-        lifespan_tasks = {t for t in tasks if getattr(t.get_coro(), "__qualname__", "").startswith("Lifespan.")}
+        lifespan_tasks = {
+            t
+            for t in tasks
+            if getattr(t.get_coro(), "__qualname__", "").startswith("Lifespan.")
+        }
         to_cancel = [t for t in tasks if t not in lifespan_tasks]
         if to_cancel and (engine.in_flight() or self.force_exit):
             for t in to_cancel:

@@ -65,7 +65,9 @@ class Supervisor:
                 self.config.fd = os.dup(sock.fileno())
                 sock.close()
                 status = self._run_worker(self.config)
-            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+            except (
+                BaseException
+            ):  # noqa: BLE001 - a worker must never return into the parent's code
                 logger.exception("Worker process failed")
             finally:
                 os._exit(status)
@@ -81,13 +83,17 @@ class Supervisor:
         else:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            logger.info("Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port)
+            logger.info(
+                "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
+            )
         logger.info("Started parent process [%d]", os.getpid())
 
         def stop(signum: int, frame: object) -> None:
             self.should_exit = True
 
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         status = 0
         try:
             for _ in range(self.config.workers):
@@ -105,7 +111,9 @@ class Supervisor:
                 if self.should_exit:
                     break
                 if code != 0 and time.monotonic() - started < _EARLY_EXIT:
-                    logger.error("Worker [%d] failed to start (exit %d); stopping.", pid, code)
+                    logger.error(
+                        "Worker [%d] failed to start (exit %d); stopping.", pid, code
+                    )
                     status = code if code > 0 else 1
                     break
                 logger.info("Worker [%d] exited (%d); starting a new one.", pid, code)

@@ -1,0 +1,73 @@
+"""Type stubs for ferrule's Rust extension module."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Mapping
+
+EVENT_READ: int
+EVENT_WRITE: int
+
+class ClientDisconnected(OSError):
+    """``send()`` after the client went away (ASGI HTTP spec 2.4)."""
+
+class Receive:
+    """The ASGI ``receive`` callable of one request."""
+
+    def __call__(self) -> Awaitable[dict[str, Any]]: ...
+
+class Send:
+    """The ASGI ``send`` callable of one request."""
+
+    def __call__(self, message: Mapping[str, Any]) -> Awaitable[None]: ...
+    def app_done(self, failed: bool) -> bool:
+        """Called when the app coroutine ends; True if the response was
+        incomplete (ferrule then answered 500 or closed the connection)."""
+
+class Engine:
+    """A listening socket plus the tokio runtime that serves it; also the
+    selector behind ferrule's asyncio loop."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        fd: int | None = None,
+        uds: str | None = None,
+        backlog: int = 2048,
+        server_header: bool = True,
+        date_header: bool = True,
+        headers: list[tuple[str, str]] = ...,
+        timeout_keep_alive: float = 5.0,
+        timeout_request_header: float = 10.0,
+        root_path: str = "",
+        max_head_bytes: int = 65536,
+        max_headers: int = 100,
+        max_target_bytes: int = 8192,
+        body_buffer: int = 65536,
+        write_high_water: int = 65536,
+        timeout_request_body: float = 30.0,
+        timeout_send: float = 30.0,
+        max_body_size: int | None = None,
+        limit_concurrency: int | None = None,
+        forwarded_allow_ips: list[str] = ...,
+    ) -> None: ...
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        """``(host, port)`` bound (port 0 resolved), or ``(path, 0)``."""
+
+    def register(self, fd: int, events: int) -> None: ...
+    def modify(self, fd: int, events: int) -> None: ...
+    def unregister(self, fd: int) -> None: ...
+    def select(self, timeout: float | None = None) -> list[tuple[int, int]]: ...
+    def start(
+        self,
+        event_loop: Any,
+        runner: Callable[[dict[str, Any], Receive, Send], Awaitable[None]],
+        *,
+        state: dict[str, Any] | None = None,
+        access_log: Callable[[str, str, str, str, int, int, float], None] | None = None,
+    ) -> None: ...
+    def shutdown(self) -> None: ...
+    def in_flight(self) -> int: ...
+    def stats(self) -> dict[str, int]: ...
