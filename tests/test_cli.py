@@ -774,3 +774,49 @@ def test_cli_lifespan_startup_failure_exits_nonzero(ferrule_cmd, cli_env, tmp_pa
     assert result.returncode != 0
     assert "no db" in result.stderr
     assert "Application startup failed" in result.stderr
+
+
+RELOAD_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"VERSION"})
+"""
+
+
+@pytest.mark.engine
+def test_reload_restarts_on_code_change_without_refusing_connections(run_cli, tmp_path):
+    import httpx
+
+    module = tmp_path / "reloadme.py"
+    module.write_text(RELOAD_APP.replace("VERSION", "v1"))
+    proc = run_cli(
+        "--reload", "--reload-dir", str(tmp_path), "--app-dir", str(tmp_path),
+        "--no-access-log", "reloadme:app",
+    )
+    deadline = time.monotonic() + 10
+    body = ""
+    while body != "v1" and time.monotonic() < deadline:
+        try:
+            body = httpx.get(proc.url + "/").text
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    assert body == "v1"
+    time.sleep(0.05)
+    module.write_text(RELOAD_APP.replace("VERSION", "v2"))
+    deadline = time.monotonic() + 10
+    while body != "v2" and time.monotonic() < deadline:
+        # The socket stays bound across the restart: no connection refused.
+        body = httpx.get(proc.url + "/").text
+        time.sleep(0.05)
+    assert body == "v2"
+
+
+def test_child_argv_drops_parent_only_flags():
+    from ferrule.reloader import child_argv
+
+    argv = ["app:app", "--reload", "--reload-dir", "src", "--port", "9000", "--host=0.0.0.0", "--root-path", "/x"]
+    cmd = child_argv(argv, 7)
+    assert cmd[1:3] == ["-m", "ferrule"]
+    assert cmd[3:] == ["app:app", "--root-path", "/x", "--fd", "7"]

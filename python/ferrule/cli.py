@@ -292,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Logging configuration file (.ini for fileConfig, or .json).",
     )
     p.add_argument(
+        "--reload",
+        action="store_true",
+        help="Restart the server when Python files change (development).",
+    )
+    p.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="Directory to watch with --reload (repeatable; default: the current directory).",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
@@ -398,6 +410,19 @@ def main(argv: list[str] | None = None) -> None:
         config.setup_logging()
     except ConfigError as exc:
         _fail(f"argument --log-config: {exc.message}")
+
+    if args.reload:
+        # The parent never imports the app: each restarted child does.
+        from .reloader import Reloader
+
+        raw = sys.argv[1:] if argv is None else list(argv)
+        try:
+            status = Reloader(config, raw, args.reload_dir).run()
+        except KeyboardInterrupt:
+            status = 0
+        if status:
+            raise SystemExit(status)
+        return
 
     try:
         config.load_app()
