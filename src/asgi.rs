@@ -741,7 +741,7 @@ pub fn start_app(py: Python<'_>, conn: &Arc<Conn>, head: &RequestHead) -> PyResu
     if let Err(e) = run() {
         // Could not even start the app: answer 500 through the same path
         // as an app failure.
-        e.display(py);
+        crate::pyengine::log_error(py, "ferrule: could not start the ASGI application", e);
         let send = Sender {
             conn: conn.clone(),
             seq,

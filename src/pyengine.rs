@@ -309,23 +309,43 @@ impl Engine {
 }
 
 impl Engine {
+    /// Starts apps and completes waiters for what the tasks reported. Never
+    /// fails: an error here concerns one connection and is logged, because
+    /// an exception out of `select()` would stop the whole event loop.
     fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
         let mut batch = std::mem::take(&mut *lock(&self.spare_events));
         std::mem::swap(&mut batch, &mut *lock(&self.shared.events));
-        let mut first_err = None;
         for ev in batch.drain(..) {
             let r = match ev {
                 Event::Request(conn, head) => asgi::start_app(py, &conn, &head),
                 Event::Wake(conn) => asgi::on_wake(py, &conn),
             };
             if let Err(e) = r {
-                first_err.get_or_insert(e);
+                log_error(
+                    py,
+                    "ferrule engine: error while dispatching a connection event",
+                    e,
+                );
             }
         }
         *lock(&self.spare_events) = batch;
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+}
+
+/// Logs `err` with its traceback on `ferrule.error` (stderr if logging
+/// itself fails).
+pub fn log_error(py: Python<'_>, msg: &str, err: PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("ferrule.error",))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
+        logger.call_method("error", (msg,), Some(&kwargs))?;
+        Ok(())
+    })();
+    if logged.is_err() {
+        err.display(py);
     }
 }
