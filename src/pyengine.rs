@@ -152,7 +152,7 @@ impl Engine {
 
     /// Starts accepting and serving with the given loop and app runner.
     /// `runner(scope, receive, send)` returns the coroutine to run as a task.
-    #[pyo3(signature = (event_loop, runner, *, state = None, access_log = None))]
+    #[pyo3(signature = (event_loop, runner, *, state = None, access_log = None, task_name = "ferrule-http"))]
     fn start(
         &self,
         py: Python<'_>,
@@ -160,13 +160,14 @@ impl Engine {
         runner: Py<PyAny>,
         state: Option<Py<PyAny>>,
         access_log: Option<Py<PyAny>>,
+        task_name: &str,
     ) -> PyResult<()> {
         let done = event_loop.call_method0("create_future")?;
         let (spawn, task_kwargs) = if event_loop.call_method0("get_task_factory")?.is_none() {
             let kw = PyDict::new(py);
             kw.set_item("loop", event_loop)?;
             // A constant name spares asyncio formatting "Task-N" per task.
-            kw.set_item("name", "ferrule-http")?;
+            kw.set_item("name", task_name)?;
             (
                 py.import("asyncio")?.getattr("Task")?.unbind(),
                 Some(kw.unbind()),

@@ -22,6 +22,10 @@ logger = logging.getLogger("ferrule.error")
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# The name the engine gives every request's asyncio task: lets shutdown wait
+# for, and then cancel, exactly the request tasks.
+REQUEST_TASK_NAME = "ferrule-http"
+
 
 def _make_runner(
     app: Callable[..., Awaitable[None]],
@@ -192,6 +196,7 @@ class Server:
                 _make_runner(app),
                 state=lifespan.state,
                 access_log=_access_logger(),
+                task_name=REQUEST_TASK_NAME,
             )
             self.started = True
             host, port = engine.bound_address
@@ -242,27 +247,30 @@ class Server:
         engine.shutdown()
         timeout = self.config.timeout_graceful_shutdown
         deadline = None if timeout is None else time.monotonic() + timeout
-        if engine.in_flight():
+
+        def request_tasks() -> list[asyncio.Task[Any]]:
+            # Every request's task carries this name (set by the engine); an
+            # app may still run after its response (background work).
+            return [
+                t
+                for t in asyncio.all_tasks(loop)
+                if t.get_name() == REQUEST_TASK_NAME and not t.done()
+            ]
+
+        if engine.in_flight() or request_tasks():
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
-        while engine.in_flight() and not self.force_exit:
+        while (engine.in_flight() or request_tasks()) and not self.force_exit:
             if deadline is not None and time.monotonic() >= deadline:
                 logger.error(
                     "Cancel %d running request(s), timeout graceful shutdown exceeded",
-                    engine.in_flight(),
+                    len(request_tasks()),
                 )
                 break
             await asyncio.sleep(0.02)
-        me = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks(loop) if t is not me and not t.done()]
-        lifespan_tasks = {
-            t
-            for t in tasks
-            if getattr(t.get_coro(), "__qualname__", "").startswith("Lifespan.")
-        }
-        to_cancel = [t for t in tasks if t not in lifespan_tasks]
-        if to_cancel and (engine.in_flight() or self.force_exit):
-            for t in to_cancel:
-                t.cancel()
+        to_cancel = request_tasks()
+        for t in to_cancel:
+            t.cancel()
+        if to_cancel:
             await asyncio.gather(*to_cancel, return_exceptions=True)
         # Let connection tasks flush what the cancelled apps left and close.
         for _ in range(5):
