@@ -40,8 +40,10 @@ def _make_runner(
             # The client went away: not the app's fault, no traceback.
             send.app_done(False)
         except asyncio.CancelledError:
-            # The server is stopping and cancelled the request.
+            # The server is stopping and cancelled the request: answer (500,
+            # or close if part of the response went out), stay cancelled.
             send.app_done(True)
+            raise
         except BaseException as exc:
             send.app_done(True)
             logger.error("Exception in ASGI application\n", exc_info=exc)
