@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .config import Config
-from .supervisor import _bind
+from ._sockets import announce, bind, remove_uds
 
 logger = logging.getLogger("ferrule.error")
 
@@ -75,19 +74,9 @@ class Reloader:
         self.should_exit = False
 
     def run(self) -> int:
-        sock = _bind(self.config)
+        sock = bind(self.config)
         os.set_inheritable(sock.fileno(), True)
-        if sock.family == socket.AF_UNIX:
-            logger.info(
-                "Ferrule running on unix socket %s (Press CTRL+C to quit)",
-                sock.getsockname(),
-            )
-        else:
-            host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            logger.info(
-                "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
-            )
+        announce(sock)
         logger.info(
             "Started reloader process [%d], watching %s",
             os.getpid(),
@@ -122,11 +111,7 @@ class Reloader:
             if child is not None:
                 _stop_child(child)
             sock.close()
-            if self.config.uds is not None and self.config.fd is None:
-                try:
-                    os.unlink(self.config.uds)
-                except OSError:
-                    pass
+            remove_uds(self.config)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         logger.info("Stopping reloader process [%d]", os.getpid())

@@ -12,6 +12,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from . import logs
+from ._sockets import remove_uds
 from ._ferrule import ClientDisconnected, Engine
 from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
@@ -133,11 +134,7 @@ class Server:
             # Every exit path (including a failed lifespan startup) stops
             # listening, so the port is free once run() returns.
             engine.shutdown()
-            if config.uds is not None and config.fd is None:
-                try:
-                    os.unlink(config.uds)
-                except OSError:
-                    pass
+            remove_uds(config)
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:

@@ -14,10 +14,10 @@ import logging
 import os
 import signal
 import socket
-import stat
 import time
 from typing import Callable
 
+from ._sockets import announce, bind, remove_uds
 from .config import Config
 
 logger = logging.getLogger("ferrule.error")
@@ -25,25 +25,6 @@ logger = logging.getLogger("ferrule.error")
 # A worker that dies this soon after it started is failing to start, not
 # being recycled: stop instead of forking it again and again.
 _EARLY_EXIT = 1.0
-
-
-def _bind(config: Config) -> socket.socket:
-    if config.fd is not None:
-        return socket.socket(fileno=os.dup(config.fd))
-    if config.uds is not None:
-        if os.path.exists(config.uds) and stat.S_ISSOCK(os.stat(config.uds).st_mode):
-            os.unlink(config.uds)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(config.uds)
-        os.chmod(config.uds, 0o666)
-        sock.listen(config.backlog)
-        return sock
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    sock.listen(config.backlog)
-    return sock
 
 
 class Supervisor:
@@ -74,18 +55,8 @@ class Supervisor:
         self.workers[pid] = time.monotonic()
 
     def run(self) -> int:
-        sock = _bind(self.config)
-        if sock.family == socket.AF_UNIX:
-            logger.info(
-                "Ferrule running on unix socket %s (Press CTRL+C to quit)",
-                sock.getsockname(),
-            )
-        else:
-            host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            logger.info(
-                "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
-            )
+        sock = bind(self.config)
+        announce(sock)
         logger.info("Started parent process [%d]", os.getpid())
 
         def stop(signum: int, frame: object) -> None:
@@ -131,11 +102,7 @@ class Supervisor:
                     pass
                 self.workers.pop(pid, None)
             sock.close()
-            if self.config.uds is not None and self.config.fd is None:
-                try:
-                    os.unlink(self.config.uds)
-                except OSError:
-                    pass
+            remove_uds(self.config)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         logger.info("Stopping parent process [%d]", os.getpid())

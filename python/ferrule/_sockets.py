@@ -1,0 +1,57 @@
+"""Listening sockets owned by a parent process (``--workers``, ``--reload``):
+binding, the "running on" line, and clean-up of a Unix socket file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+
+from .config import Config
+
+logger = logging.getLogger("ferrule.error")
+
+
+def bind(config: Config) -> socket.socket:
+    """The listening socket for ``config`` (inherited fd, Unix path or TCP)."""
+    if config.fd is not None:
+        return socket.socket(fileno=os.dup(config.fd))
+    if config.uds is not None:
+        if os.path.exists(config.uds) and stat.S_ISSOCK(os.stat(config.uds).st_mode):
+            os.unlink(config.uds)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(config.uds)
+        os.chmod(config.uds, 0o666)
+        sock.listen(config.backlog)
+        return sock
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(config.backlog)
+    return sock
+
+
+def announce(sock: socket.socket) -> None:
+    """Logs where the server listens, in uvicorn's words."""
+    if sock.family == socket.AF_UNIX:
+        logger.info(
+            "Ferrule running on unix socket %s (Press CTRL+C to quit)",
+            sock.getsockname(),
+        )
+    else:
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        logger.info(
+            "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
+        )
+
+
+def remove_uds(config: Config) -> None:
+    """Removes the Unix socket file this process bound (not an inherited one)."""
+    if config.uds is not None and config.fd is None:
+        try:
+            os.unlink(config.uds)
+        except OSError:
+            pass
