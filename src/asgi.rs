@@ -108,7 +108,7 @@ fn receive_now<'py>(
     if let Some(m) = take_body_message(py, st)? {
         return Ok(Some(m.into_any()));
     }
-    if st.body_error || st.peer_eof {
+    if st.body_error {
         return Ok(Some(disconnect_msg(py)?.into_any()));
     }
     Ok(None)

@@ -56,7 +56,6 @@ pub struct ConnState {
     pub body_received: u64,
     pub body_too_large: bool,
     pub expect_continue: bool,
-    pub peer_eof: bool,
     /// Socket gone (error, reset, or closed by us): sends fail.
     pub closed: bool,
     pub enc: Option<ResponseEncoder>,
@@ -128,7 +127,6 @@ impl Conn {
                 body_received: 0,
                 body_too_large: false,
                 expect_continue: false,
-                peer_eof: false,
                 closed: false,
                 enc: None,
                 out: Vec::new(),
@@ -399,11 +397,10 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                 }
                 let done = st.response_done && st.out.is_empty();
                 let room = st.body_buf.len() < cfg.body_buffer;
-                let want_read = !st.peer_eof
-                    && ((!st.body_done && !st.body_error && room)
+                let want_read = (!st.body_done && !st.body_error && room)
                         // After the body: keep watching for EOF (disconnect)
                         // and buffer pipelined bytes, up to a head's size.
-                        || (st.body_done && rbuf.len() < cfg.limits.max_head_bytes));
+                        || (st.body_done && rbuf.len() < cfg.limits.max_head_bytes);
                 let waiting_body = !st.body_done && !st.body_error && st.recv_waiter.is_some();
                 (want_read, !st.out.is_empty(), waiting_body, done)
             };
@@ -450,7 +447,6 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                         // The client closed its side mid-request: like a
                         // reset, the app's receive() gets http.disconnect
                         // and its next send() raises.
-                        lock(&conn.state).peer_eof = true;
                         mark_closed(conn);
                         return Ok(false);
                     }
