@@ -65,6 +65,18 @@ def _strace_args(pids: list[int]) -> list[str]:
 _RET = re.compile(r"\)\s+=\s+(-?\d+)")
 
 
+def _record_result(rest: str, sizes: list[int]) -> int:
+    """Adds a completed call's byte count to `sizes`; returns 1 for EAGAIN."""
+    m = _RET.search(rest)
+    if not m:
+        return 0
+    v = int(m.group(1))
+    if v > 0:
+        sizes.append(v)
+        return 0
+    return 1 if "EAGAIN" in rest else 0
+
+
 def parse_write_trace(path: str, client_port: int) -> dict:
     """Counts write-family calls on the server-side socket of the client's
     connection (strace -yy prints `fd<TCP:[srv->127.0.0.1:client_port]>`)."""
@@ -80,13 +92,7 @@ def parse_write_trace(path: str, client_port: int) -> dict:
             pid, rest = parts
             if "resumed>" in rest:
                 if pending.pop(pid, False):
-                    m = _RET.search(rest)
-                    if m:
-                        v = int(m.group(1))
-                        if v > 0:
-                            sizes.append(v)
-                        elif "EAGAIN" in rest:
-                            eagain += 1
+                    eagain += _record_result(rest, sizes)
                 continue
             if tag not in rest:
                 continue
@@ -94,13 +100,7 @@ def parse_write_trace(path: str, client_port: int) -> dict:
             if "<unfinished" in rest:
                 pending[pid] = True
                 continue
-            m = _RET.search(rest)
-            if m:
-                v = int(m.group(1))
-                if v > 0:
-                    sizes.append(v)
-                elif "EAGAIN" in rest:
-                    eagain += 1
+            eagain += _record_result(rest, sizes)
             if len(first_bytes) < 3:
                 first_bytes.append(rest.strip()[:160])
     return {"calls": calls, "eagain": eagain, "sizes": sizes, "sample": first_bytes}
