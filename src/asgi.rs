@@ -17,6 +17,7 @@ use crate::engine::proxy;
 use crate::engine::stats::Stats;
 use crate::engine::{lock, PyRefs, Shared};
 use crate::http1::{write_simple_response, RequestHead, Version, CONTINUE_100};
+use crate::task::{self, RequestTask};
 
 create_exception!(
     _ferrule,
@@ -367,7 +368,7 @@ impl Sender {
     /// Called by the Python runner when the app coroutine ends. Returns
     /// true when the response was not complete (ferrule then sent a 500, or
     /// closed the connection if part of the response had been written).
-    fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
+    pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
         let conn = &self.conn;
         let shared = &*conn.shared;
         let refs = refs(shared)?;
@@ -729,24 +730,50 @@ pub fn start_app(py: Python<'_>, conn: &Arc<Conn>, head: &RequestHead) -> PyResu
                 seq,
             },
         )?;
-        let coro = refs.runner.bind(py).call1((scope, receive, send))?;
-        // asyncio.Task(coro, loop=loop): what loop.create_task does, minus
-        // its pure-Python wrapper (unless the app installed a task factory).
-        match &refs.task_kwargs {
-            Some(kw) => refs.spawn.bind(py).call((coro,), Some(kw.bind(py)))?,
-            None => refs.spawn.bind(py).call1((coro,))?,
-        };
-        Ok(())
+        // Each request runs in its own copy of the context, as an asyncio
+        // task would; the app is called inside it too.
+        let ctx = task::copy_context(py)?;
+        task::in_context(py, &ctx, || -> PyResult<()> {
+            let call = match refs
+                .app
+                .bind(py)
+                .call1((scope, receive, send.clone_ref(py)))
+            {
+                Ok(call) => call,
+                Err(e) => {
+                    // The app failed before returning an awaitable.
+                    send.get().app_done(py, true)?;
+                    refs.report.bind(py).call1((e.value(py),))?;
+                    return if task::is_fatal(py, &e) {
+                        Err(e)
+                    } else {
+                        Ok(())
+                    };
+                }
+            };
+            if refs.task_driver && task::is_coroutine(&call) {
+                return RequestTask::start(py, &conn.shared, call, ctx.clone(), send);
+            }
+            let coro = refs.runner.bind(py).call1((call, send))?;
+            let kw = refs.task_kwargs.bind(py).copy()?;
+            kw.set_item(intern!(py, "context"), &ctx)?;
+            refs.spawn.bind(py).call((coro,), Some(&kw))?;
+            Ok(())
+        })?
     };
-    if let Err(e) = run() {
-        // Could not even start the app: answer 500 through the same path
-        // as an app failure.
-        crate::pyengine::log_error(py, "ferrule: could not start the ASGI application", e);
-        let send = Sender {
-            conn: conn.clone(),
-            seq,
-        };
-        send.app_done(py, true)?;
+    match run() {
+        Ok(()) => {}
+        Err(e) if task::is_fatal(py, &e) => return Err(e),
+        Err(e) => {
+            // Could not even start the app: answer 500 through the same
+            // path as an app failure.
+            crate::pyengine::log_error(py, "ferrule: could not start the ASGI application", e);
+            let send = Sender {
+                conn: conn.clone(),
+                seq,
+            };
+            send.app_done(py, true)?;
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod asgi;
 pub mod engine;
 pub mod http1;
 pub mod pyengine;
+pub mod task;
 
 use pyo3::prelude::*;
 
@@ -16,6 +17,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pyengine::Engine>()?;
     m.add_class::<asgi::Receive>()?;
     m.add_class::<asgi::Sender>()?;
+    m.add_class::<task::RequestTask>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<asgi::ClientDisconnected>(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 use crate::asgi;
 use crate::engine::listener;
@@ -150,31 +150,46 @@ impl Engine {
         Ok(self.poller.unregister(fd)?)
     }
 
-    /// Starts accepting and serving with the given loop and app runner.
-    /// `runner(scope, receive, send)` returns the coroutine to run as a task.
-    #[pyo3(signature = (event_loop, runner, *, state = None, access_log = None, task_name = "ferrule-http"))]
+    /// Starts accepting and serving `app` on `event_loop`. `report(exc)`
+    /// logs an app failure; `runner(awaitable, send)` is the coroutine an
+    /// asyncio Task runs when requests cannot run as RequestTasks.
+    #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
+                        task_name = "ferrule-http", native_tasks = true))]
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         py: Python<'_>,
         event_loop: &Bound<'_, PyAny>,
+        app: Py<PyAny>,
         runner: Py<PyAny>,
+        report: Py<PyAny>,
         state: Option<Py<PyAny>>,
         access_log: Option<Py<PyAny>>,
         task_name: &str,
+        native_tasks: bool,
     ) -> PyResult<()> {
         let done = event_loop.call_method0("create_future")?;
-        let (spawn, task_kwargs) = if event_loop.call_method0("get_task_factory")?.is_none() {
-            let kw = PyDict::new(py);
-            kw.set_item("loop", event_loop)?;
-            // A constant name spares asyncio formatting "Task-N" per task.
-            kw.set_item("name", task_name)?;
-            (
-                py.import("asyncio")?.getattr("Task")?.unbind(),
-                Some(kw.unbind()),
-            )
+        let tasks_mod = py.import("asyncio")?.getattr("tasks")?;
+        let has_factory = !event_loop.call_method0("get_task_factory")?.is_none();
+        let task_kwargs = PyDict::new(py);
+        // A constant name spares asyncio formatting "Task-N" per task.
+        task_kwargs.set_item("name", task_name)?;
+        let spawn = if has_factory {
+            event_loop.getattr("create_task")?
         } else {
-            (event_loop.getattr("create_task")?.unbind(), None)
+            task_kwargs.set_item("loop", event_loop)?;
+            tasks_mod.getattr("Task")?
         };
+        // Requests run as RequestTasks unless something needs real asyncio
+        // Tasks: a task factory, debug mode (its checks and tracebacks
+        // assume Tasks), or an asyncio without _enter_task/_leave_task.
+        let enter_task = tasks_mod.getattr_opt("_enter_task")?;
+        let leave_task = tasks_mod.getattr_opt("_leave_task")?;
+        let task_driver = native_tasks
+            && !has_factory
+            && !event_loop.call_method0("get_debug")?.is_truthy()?
+            && enter_task.is_some()
+            && leave_task.is_some();
         done.call_method1("set_result", (py.None(),))?;
         let root_path = self
             .shared
@@ -186,12 +201,19 @@ impl Engine {
         let (scope_template, asgi_template) =
             crate::asgi::scope_template(py, &root_path, state.is_some())?;
         let refs = PyRefs {
+            event_loop: event_loop.clone().unbind(),
+            app,
+            report,
+            task_driver,
+            enter_task: enter_task.map_or_else(|| py.None(), Bound::unbind),
+            leave_task: leave_task.map_or_else(|| py.None(), Bound::unbind),
+            task_name: PyString::new(py, task_name).into_any().unbind(),
             scope_template: scope_template.unbind(),
             asgi_template: asgi_template.unbind(),
             runner,
             create_future: event_loop.getattr("create_future")?.unbind(),
-            spawn,
-            task_kwargs,
+            spawn: spawn.unbind(),
+            task_kwargs: task_kwargs.unbind(),
             done: done.unbind(),
             access_log,
             state,
@@ -294,6 +316,16 @@ impl Engine {
         }
     }
 
+    /// Request tasks still running (when requests run as RequestTasks).
+    fn tasks(&self, py: Python<'_>) -> Vec<Py<crate::task::RequestTask>> {
+        lock(&self.shared.tasks).live(py)
+    }
+
+    /// True when requests run as RequestTasks rather than asyncio Tasks.
+    fn native_tasks(&self) -> bool {
+        self.shared.py.get().is_some_and(|r| r.task_driver)
+    }
+
     /// Requests whose response is not complete yet.
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
@@ -310,27 +342,39 @@ impl Engine {
 }
 
 impl Engine {
-    /// Starts apps and completes waiters for what the tasks reported. Never
-    /// fails: an error here concerns one connection and is logged, because
-    /// an exception out of `select()` would stop the whole event loop.
+    /// Starts apps and completes waiters for what the tasks reported. An
+    /// error here concerns one connection and is logged, because an
+    /// exception out of `select()` stops the whole event loop; only an app's
+    /// KeyboardInterrupt/SystemExit is raised (that is meant to stop it).
     fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
         let mut batch = std::mem::take(&mut *lock(&self.spare_events));
         std::mem::swap(&mut batch, &mut *lock(&self.shared.events));
+        let mut fatal = None;
         for ev in batch.drain(..) {
             let r = match ev {
                 Event::Request(conn, head) => asgi::start_app(py, &conn, &head),
                 Event::Wake(conn) => asgi::on_wake(py, &conn),
             };
-            if let Err(e) = r {
-                log_error(
+            match r {
+                Ok(()) => {}
+                // An app raised KeyboardInterrupt/SystemExit: it stops the
+                // loop, as it would from an asyncio Task, once the rest of
+                // the batch is dispatched.
+                Err(e) if crate::task::is_fatal(py, &e) => {
+                    fatal.get_or_insert(e);
+                }
+                Err(e) => log_error(
                     py,
                     "ferrule engine: error while dispatching a connection event",
                     e,
-                );
+                ),
             }
         }
         *lock(&self.spare_events) = batch;
-        Ok(())
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 

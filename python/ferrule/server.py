@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from . import logs
 from ._sockets import remove_uds
-from ._ferrule import ClientDisconnected, Engine
+from ._ferrule import ClientDisconnected, Engine, RequestTask, Send
 from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
 from .config import Config
@@ -28,33 +28,36 @@ _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REQUEST_TASK_NAME = "ferrule-http"
 
 
-def _make_runner(
-    app: Callable[..., Awaitable[None]],
-) -> Callable[[Any, Any, Any], Awaitable[None]]:
-    """Wraps each request's app call: turns failures into a 500 (or a closed
+def _report(exc: BaseException | None) -> None:
+    """Logs an app failure; None: the app returned without a response."""
+    if exc is None:
+        logger.error("ASGI callable returned without completing response.")
+    else:
+        logger.error("Exception in ASGI application\n", exc_info=exc)
+
+
+async def _run_http(call: Awaitable[None], send: Send) -> None:
+    """The coroutine an asyncio Task runs for a request when requests do not
+    run as the engine's own tasks: turns failures into a 500 (or a closed
     connection when part of the response was sent) and logs tracebacks."""
-
-    async def run_http(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await app(scope, receive, send)
-        except ClientDisconnected:
-            # The client went away: not the app's fault, no traceback.
-            send.app_done(False)
-        except asyncio.CancelledError:
-            # The server is stopping and cancelled the request: answer (500,
-            # or close if part of the response went out), stay cancelled.
-            send.app_done(True)
+    try:
+        await call
+    except ClientDisconnected:
+        # The client went away: not the app's fault, no traceback.
+        send.app_done(False)
+    except asyncio.CancelledError:
+        # The server is stopping and cancelled the request: answer (500,
+        # or close if part of the response went out), stay cancelled.
+        send.app_done(True)
+        raise
+    except BaseException as exc:
+        send.app_done(True)
+        _report(exc)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        except BaseException as exc:
-            send.app_done(True)
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-        else:
-            if send.app_done(False):
-                logger.error("ASGI callable returned without completing response.")
-
-    return run_http
+    else:
+        if send.app_done(False):
+            _report(None)
 
 
 def _access_logger() -> Callable[..., None] | None:
@@ -192,10 +195,13 @@ class Server:
 
             engine.start(
                 loop,
-                _make_runner(app),
+                app,
+                _run_http,
+                _report,
                 state=lifespan.state,
                 access_log=_access_logger(),
                 task_name=REQUEST_TASK_NAME,
+                native_tasks=not os.environ.get("FERRULE_ASYNCIO_TASKS"),
             )
             self.started = True
             host, port = engine.bound_address
@@ -247,14 +253,17 @@ class Server:
         timeout = self.config.timeout_graceful_shutdown
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        def request_tasks() -> list[asyncio.Task[Any]]:
-            # Every request's task carries this name (set by the engine); an
-            # app may still run after its response (background work).
-            return [
+        def request_tasks() -> list[asyncio.Task[Any] | RequestTask]:
+            # Every request's task (the engine's own, or an asyncio Task
+            # carrying this name); an app may still run after its response
+            # (background work).
+            tasks: list[asyncio.Task[Any] | RequestTask] = list(engine.tasks())
+            tasks.extend(
                 t
                 for t in asyncio.all_tasks(loop)
                 if t.get_name() == REQUEST_TASK_NAME and not t.done()
-            ]
+            )
+            return tasks
 
         if engine.in_flight() or request_tasks():
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
@@ -269,8 +278,11 @@ class Server:
         to_cancel = request_tasks()
         for t in to_cancel:
             t.cancel()
-        if to_cancel:
-            await asyncio.gather(*to_cancel, return_exceptions=True)
+        # A cancelled app may catch the cancellation and clean up first.
+        for _ in range(100):
+            if all(t.done() for t in to_cancel):
+                break
+            await asyncio.sleep(0.01)
         # Let connection tasks flush what the cancelled apps left and close.
         for _ in range(5):
             await asyncio.sleep(0)

@@ -80,12 +80,26 @@ impl Default for EngineConfig {
 
 /// Python objects the engine needs on the hot path; set once by `start()`.
 pub struct PyRefs {
+    pub event_loop: Py<PyAny>,
+    /// The ASGI application.
+    pub app: Py<PyAny>,
+    /// `runner(awaitable, send)`: the coroutine an asyncio Task runs when
+    /// requests do not run as [`crate::task::RequestTask`]s.
     pub runner: Py<PyAny>,
+    /// `report(exc)`: logs an app failure (None: returned without a
+    /// complete response).
+    pub report: Py<PyAny>,
+    /// True: requests run as `RequestTask`s; false: as asyncio Tasks.
+    pub task_driver: bool,
+    pub enter_task: Py<PyAny>,
+    pub leave_task: Py<PyAny>,
+    pub task_name: Py<PyAny>,
     pub create_future: Py<PyAny>,
-    /// Starts an app task: `asyncio.Task` called with `task_kwargs`
-    /// (`loop=`), or `loop.create_task` when the loop has a task factory.
+    /// Starts an app task when requests run as asyncio Tasks:
+    /// `asyncio.Task` called with `task_kwargs` (`loop=`, `name=`), or
+    /// `loop.create_task` (`name=`) when the loop has a task factory.
     pub spawn: Py<PyAny>,
-    pub task_kwargs: Option<Py<PyDict>>,
+    pub task_kwargs: Py<PyDict>,
     pub scope_template: Py<PyDict>,
     pub asgi_template: Py<PyDict>,
     /// An already-completed future: `send()` returns it when it need not wait.
@@ -122,6 +136,8 @@ pub struct Shared {
     pub py: OnceLock<PyRefs>,
     /// Open connections, so shutdown can reach the busy ones.
     pub conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Running request tasks, so shutdown can cancel them.
+    pub tasks: Mutex<crate::task::TaskSlab>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the
@@ -146,6 +162,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             py: OnceLock::new(),
             conns: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Default::default()),
         }
     }
 
