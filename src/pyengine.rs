@@ -1,8 +1,10 @@
 //! `ferrule._ferrule.Engine`: the Python face of the engine. It is both the
 //! listening server and the selector behind asyncio's event loop.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -10,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::asgi;
+use crate::engine::executor::TaskId;
 use crate::engine::listener;
 use crate::engine::poller::Poller;
 use crate::engine::stats::Stats;
@@ -24,7 +27,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     poller: Poller,
     listener: Mutex<Option<listener::StdListener>>,
-    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    accept: Mutex<Option<TaskId>>,
     /// `(host, port)`, or `(path, 0)` on a Unix domain socket.
     addr: (String, u16),
     /// epoll_wait buffer and the (fd, events) list handed to Python.
@@ -227,8 +230,11 @@ impl Engine {
             .ok_or_else(|| PyRuntimeError::new_err("listener already closed"))?;
         let _guard = self.rt.enter();
         let l = std_listener.into_tokio()?;
-        let handle = self.rt.spawn(listener::accept_loop(l, self.shared.clone()));
-        *lock(&self.accept) = Some(handle);
+        let id = self
+            .shared
+            .exec
+            .spawn(listener::accept_loop(l, self.shared.clone()));
+        *lock(&self.accept) = Some(id);
         Ok(())
     }
 
@@ -251,40 +257,46 @@ impl Engine {
         shared.flush_deferred();
         let poller = &self.poller;
         let rt = &self.rt;
+        let exec = &shared.exec;
         py.detach(|| {
             rt.block_on(async {
                 let woken = std::mem::take(&mut *lock(&shared.to_wake));
                 for c in woken {
                     c.wake.notify_one();
                 }
-                match wait {
-                    Wait::Poll => {
-                        // A finished future would return without polling the
-                        // I/O driver; yield_now defers to it (one
-                        // non-blocking poll), so accepts and reads progress
-                        // while Python is busy. A second round runs the
-                        // tasks that poll woke, unless work is already here.
-                        tokio::task::yield_now().await;
-                        if lock(&shared.events).is_empty() {
-                            tokio::task::yield_now().await;
-                        }
+                let mut sleep = match wait {
+                    Wait::For(d) => Some(Box::pin(tokio::time::sleep(d))),
+                    _ => None,
+                };
+                let mut first = true;
+                std::future::poll_fn(|cx| {
+                    // Connections read and parse right here, so a parsed
+                    // request returns at once (see engine::executor).
+                    exec.run_ready(cx);
+                    if !lock(&shared.events).is_empty() {
+                        return Poll::Ready(());
                     }
-                    Wait::Forever => {
-                        tokio::select! {
-                            biased;
-                            _ = shared.ready.notified() => {}
-                            _ = poller.readable() => {}
-                        }
+                    if poller.poll_readable(cx) {
+                        return Poll::Ready(());
                     }
-                    Wait::For(d) => {
-                        tokio::select! {
-                            biased;
-                            _ = shared.ready.notified() => {}
-                            _ = poller.readable() => {}
-                            _ = tokio::time::sleep(d) => {}
+                    match wait {
+                        // Python is busy: let the I/O driver run once (a
+                        // non-blocking epoll_wait), so accepts and reads
+                        // progress, then return.
+                        Wait::Poll if first => {
+                            first = false;
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
                         }
+                        Wait::Poll => Poll::Ready(()),
+                        Wait::Forever => Poll::Pending,
+                        Wait::For(_) => match sleep.as_mut() {
+                            Some(s) => s.as_mut().poll(cx),
+                            None => Poll::Ready(()),
+                        },
                     }
-                }
+                })
+                .await
             })
         });
         let ready = {
@@ -301,8 +313,8 @@ impl Engine {
     /// after their current response (which carries `Connection: close`).
     fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);
-        if let Some(h) = lock(&self.accept).take() {
-            h.abort();
+        if let Some(id) = lock(&self.accept).take() {
+            self.shared.exec.cancel(id);
         }
         lock(&self.listener).take();
         self.shared.shutdown.notify_waiters();
@@ -338,6 +350,15 @@ impl Engine {
         }
         d.set_item("in_flight", self.in_flight())?;
         Ok(d)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The connection futures hold the engine's shared state (a cycle):
+        // drop them, inside the runtime their sockets and timers belong to.
+        let _guard = self.rt.enter();
+        self.shared.exec.clear();
     }
 }
 

@@ -137,7 +137,7 @@ pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                 let id = shared.next_id.fetch_add(1, Relaxed);
                 let c = Arc::new(Conn::new(id, stream, peer, local, shared.clone()));
                 super::lock(&shared.conns).insert(id, c.clone());
-                tokio::spawn(conn::run(c));
+                shared.exec.spawn(conn::run(c));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the

@@ -4,13 +4,15 @@
 //!
 //! Hand-off rules (see docs/design.md):
 //! - tokio tasks never touch Python objects; they push [`Event`]s and wake
-//!   the selector through `ready` (a same-thread wake: no syscall);
+//!   nothing else: they run inside `select()`'s poll (see `executor`),
+//!   which returns once events are queued;
 //! - the Python side never wakes a tokio task directly (that would be a
 //!   remote wake through the driver's eventfd): it queues the connection in
 //!   `to_wake`, which the next `select()` drains inside `block_on`.
 
 pub mod conn;
 pub mod date;
+pub mod executor;
 pub mod listener;
 pub mod poller;
 pub mod proxy;
@@ -123,7 +125,8 @@ pub struct Shared {
     pub stats: Stats,
     pub date: DateCache,
     pub events: Mutex<Vec<Event>>,
-    pub ready: Notify,
+    /// Runs the accept loop and the connection futures.
+    pub exec: executor::Executor,
     pub to_wake: Mutex<Vec<Arc<Conn>>>,
     /// Connections with non-final response bytes to write at the end of the
     /// current loop iteration (coalesces several body messages sent without
@@ -153,7 +156,7 @@ impl Shared {
             stats: Stats::default(),
             date: DateCache::new(),
             events: Mutex::new(Vec::with_capacity(64)),
-            ready: Notify::new(),
+            exec: executor::Executor::new(),
             to_wake: Mutex::new(Vec::with_capacity(64)),
             deferred: Mutex::new(Vec::with_capacity(64)),
             shutting_down: AtomicBool::new(false),
@@ -169,7 +172,6 @@ impl Shared {
     /// From a tokio task: hand an event to the Python side.
     pub fn push_event(&self, ev: Event) {
         lock(&self.events).push(ev);
-        self.ready.notify_one();
     }
 
     /// From the Python side: ask the connection's task to look at its state.

@@ -96,10 +96,16 @@ impl Poller {
         }
     }
 
-    /// Awaits tokio readiness of the inner epoll (does not clear it).
-    pub async fn readable(&self) {
-        if let Ok(mut guard) = self.fd.readable().await {
-            guard.retain_ready();
+    /// True when tokio says the inner epoll may be ready (does not clear
+    /// it); otherwise `cx` is woken when it may be.
+    pub fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> bool {
+        match self.fd.poll_read_ready(cx) {
+            std::task::Poll::Ready(Ok(mut guard)) => {
+                guard.retain_ready();
+                true
+            }
+            std::task::Poll::Ready(Err(_)) => true,
+            std::task::Poll::Pending => false,
         }
     }
 
