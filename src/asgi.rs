@@ -754,10 +754,12 @@ pub fn start_app(py: Python<'_>, conn: &Arc<Conn>, head: &RequestHead) -> PyResu
             if refs.task_driver && task::is_coroutine(&call) {
                 return RequestTask::start(py, &conn.shared, call, ctx.clone(), send);
             }
+            // The new Task copies the current context: the request's. No
+            // `context=` argument: older task factories do not take one.
             let coro = refs.runner.bind(py).call1((call, send))?;
-            let kw = refs.task_kwargs.bind(py).copy()?;
-            kw.set_item(intern!(py, "context"), &ctx)?;
-            refs.spawn.bind(py).call((coro,), Some(&kw))?;
+            refs.spawn
+                .bind(py)
+                .call((coro,), Some(refs.task_kwargs.bind(py)))?;
             Ok(())
         })?
     };

@@ -314,6 +314,7 @@ impl Engine {
     fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);
         if let Some(id) = lock(&self.accept).take() {
+            let _guard = self.rt.enter();
             self.shared.exec.cancel(id);
         }
         lock(&self.listener).take();
@@ -359,6 +360,10 @@ impl Drop for Engine {
         // drop them, inside the runtime their sockets and timers belong to.
         let _guard = self.rt.enter();
         self.shared.exec.clear();
+        // So do request tasks still pending (an app that ignored its
+        // cancellation): each holds the shared state too.
+        let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        drop(tasks);
     }
 }
 

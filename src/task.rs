@@ -215,7 +215,8 @@ impl RequestTask {
 
 /// One step of the coroutine: send None (or throw `exc`) and act on what it
 /// yields, returns or raises. Errors are only KeyboardInterrupt/SystemExit
-/// raised by the app, or a failure to (un)register as the current task.
+/// raised by the app; anything else ends or resumes the task, so it never
+/// stays pending with no step to come.
 fn step(task: &Bound<'_, RequestTask>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
     let py = task.py();
     let (coro, exc, shared) = {
@@ -226,26 +227,50 @@ fn step(task: &Bound<'_, RequestTask>, exc: Option<Bound<'_, PyAny>>) -> PyResul
         let mut exc = exc.map(Bound::unbind);
         if t.must_cancel {
             t.must_cancel = false;
-            exc = Some(cancelled_error(py, t.cancel_msg.take()));
+            // As asyncio: a cancellation already on its way in keeps its
+            // message (anyio recognises its own by it).
+            let already = exc
+                .as_ref()
+                .is_some_and(|e| e.bind(py).is_instance_of::<CancelledError>());
+            if !already {
+                exc = Some(cancelled_error(py, t.cancel_msg.take()));
+            }
         }
         t.fut_waiter = None;
         (t.coro.clone_ref(py), exc, t.shared.clone())
     };
     let refs = refs(&shared)?;
     let event_loop = refs.event_loop.bind(py);
-    refs.enter_task.bind(py).call1((event_loop, task))?;
+    if let Err(e) = refs.enter_task.bind(py).call1((event_loop, task)) {
+        // Cannot run it as the current task: end it as failed, unstarted.
+        let _ = coro.bind(py).call_method0(intern!(py, "close"));
+        return finish(task, &shared, refs, Some(e));
+    }
     let sent = match &exc {
         None => send_none(coro.bind(py)),
         Some(e) => throw(coro.bind(py), e.bind(py)),
     };
-    let left = refs.leave_task.bind(py).call1((event_loop, task));
-    let r = match sent {
-        Sent::Yield(obj) => on_yield(task, refs, obj),
+    if let Err(e) = refs.leave_task.bind(py).call1((event_loop, task)) {
+        log_error(py, "ferrule: could not leave a request task", e);
+    }
+    match sent {
+        Sent::Yield(obj) => match on_yield(task, refs, obj) {
+            Ok(()) => Ok(()),
+            // Could not wait for what it yielded: throw the error in at the
+            // next step, as asyncio does with a bad yield.
+            Err(e) if is_fatal(py, &e) => Err(e),
+            Err(e) => {
+                let value = e.into_value(py).into_bound(py).into_any();
+                if let Err(e) = schedule(task, refs, value) {
+                    let _ = coro.bind(py).call_method0(intern!(py, "close"));
+                    return finish(task, &shared, refs, Some(e));
+                }
+                Ok(())
+            }
+        },
         Sent::Return => finish(task, &shared, refs, None),
         Sent::Raise(e) => finish(task, &shared, refs, Some(e)),
-    };
-    left?;
-    r
+    }
 }
 
 /// Schedules the next step: `arg` None steps, an exception is thrown in.
@@ -324,7 +349,18 @@ fn finish(
     let mut report: Option<Bound<'_, PyAny>> = None;
     let mut fatal = None;
     let plain_return = err.is_none();
+    let cancelled_on_return = {
+        let mut t = task.borrow_mut();
+        let c = err.is_none() && t.must_cancel;
+        t.must_cancel = false;
+        c.then(|| t.cancel_msg.take())
+    };
     let (failed, state) = match err {
+        // cancel() during the last step: asyncio marks the task cancelled.
+        None if cancelled_on_return.is_some() => (
+            false,
+            State::Cancelled(cancelled_error(py, cancelled_on_return.flatten())),
+        ),
         None => (false, State::Returned),
         // The client went away: not the app's fault, nothing to report.
         Some(e) if e.is_instance_of::<ClientDisconnected>(py) => (false, State::Returned),
@@ -487,20 +523,29 @@ impl RequestTask {
         Ok(())
     }
 
-    fn remove_done_callback(
-        &mut self,
-        py: Python<'_>,
-        callback: &Bound<'_, PyAny>,
-    ) -> PyResult<usize> {
-        let before = self.callbacks.len();
-        let mut keep = Vec::with_capacity(before);
-        for (cb, ctx) in self.callbacks.drain(..) {
-            if !cb.bind(py).eq(callback)? {
-                keep.push((cb, ctx));
-            }
+    fn remove_done_callback(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = slf.py();
+        let callbacks: Vec<Py<PyAny>> = slf
+            .borrow()
+            .callbacks
+            .iter()
+            .map(|(cb, _)| cb.clone_ref(py))
+            .collect();
+        // __eq__ may run Python code: compare outside the borrow, and change
+        // nothing if a comparison fails.
+        let mut remove = Vec::with_capacity(callbacks.len());
+        for cb in &callbacks {
+            remove.push(cb.bind(py).is(callback) || cb.bind(py).eq(callback)?);
         }
-        self.callbacks = keep;
-        Ok(before - self.callbacks.len())
+        let mut t = slf.borrow_mut();
+        if t.callbacks.len() != remove.len() {
+            // The list changed meanwhile (an __eq__ added a callback).
+            return Ok(0);
+        }
+        let mut flags = remove.iter();
+        t.callbacks
+            .retain(|_| !flags.next().copied().unwrap_or(false));
+        Ok(remove.iter().filter(|r| **r).count())
     }
 
     fn get_coro(&self, py: Python<'_>) -> Py<PyAny> {
@@ -522,9 +567,10 @@ impl RequestTask {
         }
     }
 
-    fn set_name(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.name = Some(value.str()?.into_any().unbind());
-        let _ = py;
+    fn set_name(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        // str() may run Python code: not while the task is borrowed.
+        let name = value.str()?.into_any().unbind();
+        slf.borrow_mut().name = Some(name);
         Ok(())
     }
 

@@ -203,3 +203,41 @@ def test_request_tasks_are_the_engine_s_own_by_default(serve: Any) -> None:
 
     s = serve(http_only(handler))
     assert httpx.get(s.url).text == "RequestTask"
+
+
+def test_an_old_style_task_factory_without_context_argument_works(serve: Any) -> None:
+    def factory(loop: Any, coro: Any) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=loop)
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    asyncio.get_running_loop().set_task_factory(factory)
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await respond(send, type(asyncio.current_task()).__name__.encode())
+
+    s = serve(app, lifespan="on")
+    assert httpx.get(s.url).text == "Task"
+
+
+def test_a_task_cancelled_during_its_last_step_ends_cancelled(serve: Any) -> None:
+    outcomes: list[bool] = []
+
+    async def handler(scope: Scope, receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.add_done_callback(lambda t: outcomes.append(t.cancelled()))
+        await respond(send, b"done")
+        task.cancel()  # and return without awaiting anything
+
+    s = serve(http_only(handler))
+    assert httpx.get(s.url).text == "done"
+    deadline = time.monotonic() + 2
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcomes == [True]

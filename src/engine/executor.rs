@@ -205,6 +205,7 @@ impl Executor {
     }
 
     /// True when some future's waker fired since the last `run_ready`.
+    #[cfg(test)]
     pub fn has_ready(&self) -> bool {
         !lock(&self.queue.ids).is_empty()
     }
