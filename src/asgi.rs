@@ -165,17 +165,22 @@ fn header_pairs<'py>(
     let Some(h) = headers else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::with_capacity(h.len().unwrap_or(8));
-    for item in h.try_iter()? {
-        let item = item?;
+    let pair = |item: Bound<'py, PyAny>| -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         // Fast path for the usual 2-tuples; any 2-item sequence works.
         if let Ok(t) = item.cast::<PyTuple>() {
             if t.len() == 2 {
-                out.push((t.get_item(0)?, t.get_item(1)?));
-                continue;
+                return Ok((t.get_item(0)?, t.get_item(1)?));
             }
         }
-        out.push((item.get_item(0)?, item.get_item(1)?));
+        Ok((item.get_item(0)?, item.get_item(1)?))
+    };
+    // A list (the usual case) is walked directly, without a Python iterator.
+    if let Ok(list) = h.cast::<PyList>() {
+        return list.iter().map(pair).collect();
+    }
+    let mut out = Vec::with_capacity(h.len().unwrap_or(8));
+    for item in h.try_iter()? {
+        out.push(pair(item?)?);
     }
     Ok(out)
 }

@@ -140,6 +140,10 @@ def markdown(res: dict, chart_name: str) -> str:
                  f"median {statistics.median(others):.0%}, 90th percentile "
                  f"{others[int(0.9 * (len(others) - 1))]:.0%}, max {others[-1]:.0%} "
                  "(from /proc/stat minus the server's own CPU time).")
+        L.append(f"- A wrk run during which other processes used over 10% of CPU 0 is "
+                 f"repeated (up to twice, the same rule for every server): "
+                 f"{res.get('disturbed_repeats', 0)} repeats in this run; the tables use "
+                 f"the last attempt.")
         if statistics.median(others) > 0.10:
             L.append("- **Warning: the machine was busy during this run** (other processes "
                      "took over 10% of the server's CPU in a typical run): req/s, latency "
