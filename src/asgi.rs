@@ -214,7 +214,7 @@ fn unexpected(ty: &str, why: &str) -> PyErr {
 fn finish_response(
     st: &mut ConnState,
     shared: &Shared,
-) -> (Option<Py<PyAny>>, Option<AccessEntry>) {
+) -> (Option<Py<PyAny>>, Option<AccessEntry>, bool) {
     st.response_done = true;
     Stats::inc(&shared.stats.responses);
     let enc_keep = st.enc.as_ref().is_none_or(|e| e.keep_alive());
@@ -230,7 +230,29 @@ fn finish_response(
             .unwrap_or((0, 0));
         (l, status, bytes)
     });
-    (st.recv_waiter.take(), log)
+    // The usual end (keep-alive, body read, response written, nothing
+    // pipelined) needs nothing from the connection's task until the client
+    // sends again: its pending read sees the next request. Not waking it
+    // saves a poll per request; the request stops counting as in flight
+    // here instead, and the keep-alive time counts from now.
+    let quiet = st.keep_alive_after
+        && st.active
+        && !st.abort
+        && st.body_done
+        && !st.body_error
+        && !st.has_next
+        && st.out.is_empty()
+        && !st.write_pending
+        && !st.deferred
+        && !shared.is_shutting_down();
+    if quiet {
+        st.active = false;
+        shared
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        st.done_at = Some(tokio::time::Instant::now());
+    }
+    (st.recv_waiter.take(), log, !quiet)
 }
 
 /// A completed response's access-log data: request info, status, bytes.
@@ -242,8 +264,11 @@ fn after_finish(
     refs: &PyRefs,
     waiter: Option<Py<PyAny>>,
     log: Option<AccessEntry>,
+    wake: bool,
 ) -> PyResult<()> {
-    conn.shared.schedule(conn);
+    if wake {
+        conn.shared.schedule(conn);
+    }
     if let Some(w) = waiter {
         resolve(py, w, Ok(disconnect_msg(py)?.into_any()))?;
     }
@@ -398,7 +423,7 @@ impl Sender {
             st.response_done = true;
             let waiter = st.recv_waiter.take();
             drop(st);
-            after_finish(py, conn, refs, waiter, None)?;
+            after_finish(py, conn, refs, waiter, None, true)?;
             return Ok(true);
         }
         // Nothing of the response reached the wire: answer 500 instead.
@@ -413,11 +438,11 @@ impl Sender {
             &date,
         );
         let _ = conn.write_now(&mut st);
-        let (waiter, log) = finish_response(&mut st, shared);
+        let (waiter, log, _) = finish_response(&mut st, shared);
         let log = log.map(|(info, _, _)| (info, 500, 21));
         st.keep_alive_after = keep && st.keep_alive_after;
         drop(st);
-        after_finish(py, conn, refs, waiter, log)?;
+        after_finish(py, conn, refs, waiter, log, true)?;
         Ok(true)
     }
 }
@@ -448,8 +473,8 @@ impl Sender {
             lock(&shared.deferred).push(conn.clone());
         }
         if complete {
-            let (waiter, log) = finish_response(st, shared);
-            after_finish(py, conn, refs, waiter, log)?;
+            let (waiter, log, wake) = finish_response(st, shared);
+            after_finish(py, conn, refs, waiter, log, wake)?;
             return Ok(refs.done.bind(py).clone());
         }
         if st.write_pending && st.out.len() > shared.cfg.write_high_water {

@@ -324,8 +324,11 @@ impl Engine {
         let conns: Vec<_> = lock(&self.shared.conns).values().cloned().collect();
         for c in conns {
             if lock(&c.state).recv_waiter.is_some() {
-                self.shared.push_event(Event::Wake(c));
+                self.shared.push_event(Event::Wake(c.clone()));
             }
+            // Connections whose response ended without waking their task
+            // look like busy ones: wake them so they close.
+            self.shared.schedule(&c);
         }
     }
 

@@ -83,7 +83,9 @@ def test_50_pipelined_requests_in_one_write_are_answered_in_order(serve, raw_cli
     assert served.stats()["connections"] - before["connections"] == 1
 
 
-def test_pipelined_requests_stay_in_order_when_earlier_ones_are_slower(serve, raw_client):
+def test_pipelined_requests_stay_in_order_when_earlier_ones_are_slower(
+    serve, raw_client
+):
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -187,13 +189,17 @@ def test_requests_pipelined_after_connection_close_are_not_answered(serve, raw_c
 def test_connection_close_token_is_case_insensitive_and_in_a_list(serve, raw_client):
     served = serve(echo_path_app, lifespan="off")
     client = raw_client(served)
-    client.send(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: TE, CLOSE\r\nTE: trailers\r\n\r\n")
+    client.send(
+        b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: TE, CLOSE\r\nTE: trailers\r\n\r\n"
+    )
     assert client.read_response().body == b"/x"
     assert client.closed_by_server(3.0)
 
 
 @pytest.mark.parametrize("kind", ["fixed", "streamed", "empty", "not-found"])
-def test_http_1_1_keep_alive_responses_never_carry_connection_close(serve, raw_client, kind):
+def test_http_1_1_keep_alive_responses_never_carry_connection_close(
+    serve, raw_client, kind
+):
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -258,6 +264,26 @@ def test_keep_alive_timeout_does_not_cut_a_slow_response(serve, raw_client):
     client = raw_client(served)
     response = client.get("/")
     assert response.status == 200 and response.body == b"late"
+
+
+def test_keep_alive_timeout_counts_from_the_end_of_a_slow_response(serve, raw_client):
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.7)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+
+    served = serve(slow, lifespan="off", timeout_keep_alive=1)
+    client = raw_client(served)
+    assert client.get("/").body == b"late"
+    idle_since = time.monotonic()
+    assert client.closed_by_server(4.0), "idle connection not closed"
+    waited = time.monotonic() - idle_since
+    # Neither counted from the request's start (0.3 s) nor doubled.
+    assert (
+        0.8 <= waited <= 2.0
+    ), f"closed {waited:.2f}s after the response, timeout is 1s"
 
 
 def test_closed_client_connections_are_released(serve, raw_client, wait_until):

@@ -70,6 +70,12 @@ pub struct ConnState {
     /// mid-stream): the client must not see a complete-looking response.
     pub abort: bool,
     pub keep_alive_after: bool,
+    /// The response ended on the loop thread without waking the task (see
+    /// `asgi::finish_response`); the idle keep-alive time counts from here.
+    pub done_at: Option<tokio::time::Instant>,
+    /// The task holds bytes beyond the current request (pipelined): it must
+    /// be woken when the response ends, as no new readiness will come.
+    pub has_next: bool,
     pub recv_waiter: Option<Py<PyAny>>,
     pub send_waiter: Option<Py<PyAny>>,
     pub log: Option<LogInfo>,
@@ -135,6 +141,8 @@ impl Conn {
                 response_done: false,
                 abort: false,
                 keep_alive_after: true,
+                done_at: None,
+                has_next: false,
                 recv_waiter: None,
                 send_waiter: None,
                 log: None,
@@ -358,7 +366,8 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                 if shared.is_shutting_down() {
                     return Ok(true);
                 }
-                tokio::time::Instant::now() + cfg.keep_alive_timeout
+                let since = lock(&conn.state).done_at.take();
+                since.unwrap_or_else(tokio::time::Instant::now) + cfg.keep_alive_timeout
             } else {
                 *head_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + cfg.header_timeout)
@@ -391,10 +400,11 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
         let mut stalled_since: Option<tokio::time::Instant> = None;
         loop {
             let (want_read, want_write, waiting_body, done) = {
-                let st = lock(&conn.state);
+                let mut st = lock(&conn.state);
                 if st.closed {
                     return Ok(false);
                 }
+                st.has_next = st.body_done && !rbuf.is_empty();
                 let done = st.response_done && st.out.is_empty();
                 let room = st.body_buf.len() < cfg.body_buffer;
                 let want_read = (!st.body_done && !st.body_error && room)
@@ -419,6 +429,13 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                 stalled_since = None;
                 None
             };
+            // A response that ends on the loop thread may not wake this task
+            // (see asgi::finish_response): look again after a keep-alive
+            // period, so an idle connection still times out.
+            let recheck = deadline.is_none();
+            if recheck {
+                timer.as_mut().reset(now + cfg.keep_alive_timeout);
+            }
             tokio::select! {
                 biased;
                 _ = conn.wake.notified() => {}
@@ -468,6 +485,7 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
                         shared.push_event(Event::Wake(conn.clone()));
                     }
                 }
+                _ = &mut timer, if recheck => {}
                 _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
                     mark_closed(conn);
                     return Ok(false);
@@ -476,10 +494,12 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
         }
 
         // ---- the response is complete
-        shared.in_flight.fetch_sub(1, Relaxed);
         let (keep, body_left) = {
             let mut st = lock(&conn.state);
-            st.active = false;
+            if st.active {
+                st.active = false;
+                shared.in_flight.fetch_sub(1, Relaxed);
+            }
             let keep =
                 st.keep_alive_after && !st.abort && !st.body_error && !shared.is_shutting_down();
             let left = match &st.body {
@@ -592,6 +612,8 @@ fn start_request(conn: &Arc<Conn>, head: RequestHead, rbuf: &mut BytesMut) -> Op
         let mut st = lock(&conn.state);
         st.seq += 1;
         st.active = true;
+        st.done_at = None;
+        st.has_next = false;
         st.body_buf.clear();
         st.body_delivered = false;
         st.body_error = false;
