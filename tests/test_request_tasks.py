@@ -32,6 +32,26 @@ def http_only(handler: Any) -> Any:
     return app
 
 
+def with_task_factory(factory: Any, handler: Any) -> Any:
+    """An app whose lifespan startup installs ``factory`` on the loop (before
+    the engine starts serving) and that answers requests with ``handler``."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await handler(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                asyncio.get_running_loop().set_task_factory(factory)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return app
+
+
 def test_current_task_is_set_while_the_app_runs(serve: Any) -> None:
     async def handler(scope: Scope, receive: Any, send: Any) -> None:
         before = asyncio.current_task()
@@ -164,21 +184,12 @@ def test_requests_run_as_asyncio_tasks_when_the_loop_has_a_task_factory(
         made.append(kwargs.get("name", "?"))
         return asyncio.Task(coro, loop=loop, **kwargs)
 
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    asyncio.get_running_loop().set_task_factory(factory)
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+    async def handler(scope: Scope, receive: Any, send: Any) -> None:
         task = asyncio.current_task()
         assert task is not None
         await respond(send, f"{type(task).__name__} {task.get_name()}".encode())
 
-    s = serve(app, lifespan="on")
+    s = serve(with_task_factory(factory, handler), lifespan="on")
     assert httpx.get(s.url).text == "Task ferrule-http"
     assert made
 
@@ -209,19 +220,10 @@ def test_an_old_style_task_factory_without_context_argument_works(serve: Any) ->
     def factory(loop: Any, coro: Any) -> asyncio.Task[Any]:
         return asyncio.Task(coro, loop=loop)
 
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    asyncio.get_running_loop().set_task_factory(factory)
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+    async def handler(scope: Scope, receive: Any, send: Any) -> None:
         await respond(send, type(asyncio.current_task()).__name__.encode())
 
-    s = serve(app, lifespan="on")
+    s = serve(with_task_factory(factory, handler), lifespan="on")
     assert httpx.get(s.url).text == "Task"
 
 
