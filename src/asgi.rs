@@ -26,13 +26,6 @@ create_exception!(
     "The client went away; the response can no longer be sent."
 );
 
-fn refs(shared: &Shared) -> PyResult<&PyRefs> {
-    shared
-        .py
-        .get()
-        .ok_or_else(|| PyRuntimeError::new_err("engine not started"))
-}
-
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct Receive {
     conn: Arc<Conn>,
@@ -120,7 +113,7 @@ impl Receive {
     fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let conn = &self.conn;
         let shared = &conn.shared;
-        let refs = refs(shared)?;
+        let refs = shared.refs()?;
         let mut st = lock(&conn.state);
         let was_full = st.body_buf.len() >= shared.cfg.body_buffer;
         if let Some(msg) = receive_now(py, &mut st, self.seq, shared.is_shutting_down())? {
@@ -246,10 +239,7 @@ fn finish_response(
         && !st.deferred
         && !shared.is_shutting_down();
     if quiet {
-        st.active = false;
-        shared
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        st.end_request(shared);
         st.done_at = Some(tokio::time::Instant::now());
     }
     (st.recv_waiter.take(), log, !quiet)
@@ -297,7 +287,7 @@ impl Sender {
     ) -> PyResult<Bound<'py, PyAny>> {
         let conn = &self.conn;
         let shared = &*conn.shared;
-        let refs = refs(shared)?;
+        let refs = shared.refs()?;
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
         // Messages are almost always dicts: look keys up without raising
@@ -401,7 +391,7 @@ impl Sender {
     pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
         let conn = &self.conn;
         let shared = &*conn.shared;
-        let refs = refs(shared)?;
+        let refs = shared.refs()?;
         let mut st = lock(&conn.state);
         if st.seq != self.seq || st.response_done {
             return Ok(false);
@@ -731,7 +721,7 @@ pub fn scope_template<'py>(
 
 /// Builds the scope and starts the app for a parsed request.
 pub fn start_app(py: Python<'_>, conn: &Arc<Conn>, head: &RequestHead) -> PyResult<()> {
-    let refs = refs(&conn.shared)?;
+    let refs = conn.shared.refs()?;
     let seq = {
         let mut st = lock(&conn.state);
         if refs.access_log.is_some() {

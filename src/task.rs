@@ -95,13 +95,6 @@ pub struct RequestTask {
     name: Option<Py<PyAny>>,
 }
 
-fn refs(shared: &Shared) -> PyResult<&PyRefs> {
-    shared
-        .py
-        .get()
-        .ok_or_else(|| PyRuntimeError::new_err("engine not started"))
-}
-
 /// A new `contextvars.Context`, a copy of the current one (what asyncio
 /// gives each task).
 pub fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
@@ -239,7 +232,7 @@ fn step(task: &Bound<'_, RequestTask>, exc: Option<Bound<'_, PyAny>>) -> PyResul
         t.fut_waiter = None;
         (t.coro.clone_ref(py), exc, t.shared.clone())
     };
-    let refs = refs(&shared)?;
+    let refs = shared.refs()?;
     let event_loop = refs.event_loop.bind(py);
     if let Err(e) = refs.enter_task.bind(py).call1((event_loop, task)) {
         // Cannot run it as the current task: end it as failed, unstarted.
@@ -273,15 +266,35 @@ fn step(task: &Bound<'_, RequestTask>, exc: Option<Bound<'_, PyAny>>) -> PyResul
     }
 }
 
-/// Schedules the next step: `arg` None steps, an exception is thrown in.
-fn schedule(task: &Bound<'_, RequestTask>, refs: &PyRefs, arg: Bound<'_, PyAny>) -> PyResult<()> {
-    let py = task.py();
+/// `loop.call_soon(callback, arg, context=ctx)`.
+fn call_soon(
+    refs: &PyRefs,
+    callback: &Bound<'_, PyAny>,
+    arg: &Bound<'_, PyAny>,
+    ctx: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = callback.py();
     let kw = PyDict::new(py);
-    kw.set_item(intern!(py, "context"), task.borrow().context.bind(py))?;
+    kw.set_item(intern!(py, "context"), ctx)?;
     refs.event_loop
         .bind(py)
-        .call_method(intern!(py, "call_soon"), (task, arg), Some(&kw))?;
+        .call_method(intern!(py, "call_soon"), (callback, arg), Some(&kw))?;
     Ok(())
+}
+
+/// `fut.cancel(msg=msg)`: true if it was cancelled.
+fn cancel_future(fut: &Bound<'_, PyAny>, msg: Option<&Py<PyAny>>) -> PyResult<bool> {
+    let py = fut.py();
+    let kw = PyDict::new(py);
+    kw.set_item(intern!(py, "msg"), msg.map(|m| m.bind(py)))?;
+    fut.call_method(intern!(py, "cancel"), (), Some(&kw))?
+        .is_truthy()
+}
+
+/// Schedules the next step: `arg` None steps, an exception is thrown in.
+fn schedule(task: &Bound<'_, RequestTask>, refs: &PyRefs, arg: Bound<'_, PyAny>) -> PyResult<()> {
+    let ctx = task.borrow().context.clone_ref(task.py());
+    call_soon(refs, task.as_any(), &arg, ctx.bind(task.py()))
 }
 
 fn on_yield(task: &Bound<'_, RequestTask>, refs: &PyRefs, obj: Bound<'_, PyAny>) -> PyResult<()> {
@@ -312,12 +325,7 @@ fn on_yield(task: &Bound<'_, RequestTask>, refs: &PyRefs, obj: Bound<'_, PyAny>)
                 };
                 // Cancelled while running: cancel what it now waits for.
                 if let Some(msg) = cancel {
-                    let kw = PyDict::new(py);
-                    kw.set_item(intern!(py, "msg"), msg)?;
-                    if obj
-                        .call_method(intern!(py, "cancel"), (), Some(&kw))?
-                        .is_truthy()?
-                    {
+                    if cancel_future(&obj, msg.as_ref())? {
                         task.borrow_mut().must_cancel = false;
                     }
                 }
@@ -397,11 +405,7 @@ fn finish(
     let removed = lock(&shared.tasks).remove(slot);
     drop(removed);
     for (cb, ctx) in callbacks {
-        let kw = PyDict::new(py);
-        kw.set_item(intern!(py, "context"), ctx)?;
-        refs.event_loop
-            .bind(py)
-            .call_method(intern!(py, "call_soon"), (cb, task), Some(&kw))?;
+        call_soon(refs, cb.bind(py), task.as_any(), ctx.bind(py))?;
     }
     match fatal {
         Some(e) => Err(e),
@@ -439,13 +443,8 @@ impl RequestTask {
             t.fut_waiter.as_ref().map(|w| w.clone_ref(py))
         };
         if let Some(w) = waiter {
-            let kw = PyDict::new(py);
-            kw.set_item(intern!(py, "msg"), msg.as_ref().map(|m| m.bind(py)))?;
             // The waiter's cancellation resumes the task with CancelledError.
-            if w.bind(py)
-                .call_method(intern!(py, "cancel"), (), Some(&kw))?
-                .is_truthy()?
-            {
+            if cancel_future(w.bind(py), msg.as_ref())? {
                 return Ok(true);
             }
         }
@@ -512,12 +511,11 @@ impl RequestTask {
         };
         if done {
             let shared = slf.borrow().shared.clone();
-            let kw = PyDict::new(py);
-            kw.set_item(intern!(py, "context"), ctx)?;
-            refs(&shared)?.event_loop.bind(py).call_method(
-                intern!(py, "call_soon"),
-                (callback, slf),
-                Some(&kw),
+            call_soon(
+                shared.refs()?,
+                callback.bind(py),
+                slf.as_any(),
+                ctx.bind(py),
             )?;
         }
         Ok(())
@@ -557,13 +555,13 @@ impl RequestTask {
     }
 
     fn get_loop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(refs(&self.shared)?.event_loop.clone_ref(py))
+        Ok(self.shared.refs()?.event_loop.clone_ref(py))
     }
 
     fn get_name(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match &self.name {
             Some(n) => Ok(n.clone_ref(py)),
-            None => Ok(refs(&self.shared)?.task_name.clone_ref(py)),
+            None => Ok(self.shared.refs()?.task_name.clone_ref(py)),
         }
     }
 

@@ -261,22 +261,31 @@ def test_client_disconnect_is_not_counted_as_an_app_error(serve, raw_client, wai
     assert served.stats()["app_errors"] - before["app_errors"] == 0
 
 
-def test_receive_returns_http_disconnect_when_the_client_goes_away(serve, raw_client):
-    messages: list[dict[str, Any]] = []
-    done = threading.Event()
+class ReceiveRecorder:
+    """An app that records what ``receive()`` returns until ``last(message)``
+    says to stop; ``done`` is set when it returns."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __init__(self, last: Any) -> None:
+        self.last = last
+        self.messages: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         try:
             while True:
                 message = await receive()
-                messages.append(message)
-                if message["type"] == "http.disconnect":
+                self.messages.append(message)
+                if self.last(message):
                     return
         finally:
-            done.set()
+            self.done.set()
 
+
+def test_receive_returns_http_disconnect_when_the_client_goes_away(serve, raw_client):
+    app = ReceiveRecorder(lambda m: m["type"] == "http.disconnect")
+    messages, done = app.messages, app.done
     served = serve(app, lifespan="off")
     client = raw_client(served)
     client.send(client.request("POST", "/", body=b"abc"))
@@ -289,21 +298,10 @@ def test_receive_returns_http_disconnect_when_the_client_goes_away(serve, raw_cl
 
 
 def test_receive_returns_http_disconnect_when_the_client_leaves_mid_body(serve, raw_client):
-    messages: list[dict[str, Any]] = []
-    done = threading.Event()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            while True:
-                message = await receive()
-                messages.append(message)
-                if message["type"] == "http.disconnect" or not message.get("more_body"):
-                    return
-        finally:
-            done.set()
-
+    app = ReceiveRecorder(
+        lambda m: m["type"] == "http.disconnect" or not m.get("more_body")
+    )
+    messages, done = app.messages, app.done
     served = serve(app, lifespan="off")
     client = raw_client(served)
     client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")

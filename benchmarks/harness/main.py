@@ -201,20 +201,19 @@ def main(argv=None) -> int:
                                     continue
                                 if r.proc.poll() is not None:
                                     continue
-                                m = wrk(r.port, c.path, conns, duration, close=not keep,
-                                        lua=c.lua, server_pid=r.pid)
                                 # Another process took a share of the server's
                                 # core: that sample measures the neighbour, not
                                 # the server. Same rule for every server.
-                                for _ in range(RETRIES_IF_DISTURBED):
-                                    if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
-                                        break
-                                    log(f"  {c.name:16s} {scen:8s} {r.server.name:9s} rep {rep + 1}: "
-                                        f"others used {m.get('cpu0_other', 0):.0%} of CPU0, repeating")
-                                    res.setdefault("disturbed_repeats", 0)
-                                    res["disturbed_repeats"] += 1
+                                for attempt in range(RETRIES_IF_DISTURBED + 1):
+                                    if attempt:
+                                        log(f"  {c.name:16s} {scen:8s} {r.server.name:9s} "
+                                            f"rep {rep + 1}: others used "
+                                            f"{m.get('cpu0_other', 0):.0%} of CPU0, repeating")
+                                        res["disturbed_repeats"] = res.get("disturbed_repeats", 0) + 1
                                     m = wrk(r.port, c.path, conns, duration, close=not keep,
                                             lua=c.lua, server_pid=r.pid)
+                                    if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
+                                        break
                                 runs = res["perf"].setdefault(c.name, {}).setdefault(
                                     scen, {}).setdefault(r.server.name, [])
                                 runs.append(m)

@@ -81,6 +81,17 @@ pub struct ConnState {
     pub log: Option<LogInfo>,
 }
 
+impl ConnState {
+    /// The current request stops counting as in flight (once, whichever of
+    /// the loop thread or the connection's task gets there first).
+    pub fn end_request(&mut self, shared: &Shared) {
+        if self.active {
+            self.active = false;
+            shared.in_flight.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// What the access log needs once the response is complete.
 pub struct LogInfo {
     pub method: String,
@@ -496,10 +507,7 @@ async fn serve(conn: &Arc<Conn>, rbuf: &mut BytesMut) -> io::Result<bool> {
         // ---- the response is complete
         let (keep, body_left) = {
             let mut st = lock(&conn.state);
-            if st.active {
-                st.active = false;
-                shared.in_flight.fetch_sub(1, Relaxed);
-            }
+            st.end_request(shared);
             let keep =
                 st.keep_alive_after && !st.abort && !st.body_error && !shared.is_shutting_down();
             let left = match &st.body {
@@ -678,7 +686,6 @@ fn notify_if_waiting(conn: &Arc<Conn>) {
 
 async fn close(conn: &Arc<Conn>, graceful: bool) {
     let shared = &conn.shared;
-    let was_active = lock(&conn.state).active;
     if graceful {
         // Flush what is queued (an error response, a final chunk), then FIN
         // and linger so an unread request in our receive buffer does not
@@ -697,10 +704,8 @@ async fn close(conn: &Arc<Conn>, graceful: bool) {
     }
     let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Both);
     mark_closed(conn);
-    if was_active {
-        shared.in_flight.fetch_sub(1, Relaxed);
-        lock(&conn.state).active = false;
-    }
+    // Read now, not before the linger: the response may have ended meanwhile.
+    lock(&conn.state).end_request(shared);
     lock(&shared.conns).remove(&conn.id);
     shared.stats.active_connections.fetch_sub(1, Relaxed);
 }

@@ -194,6 +194,13 @@ impl Shared {
         }
     }
 
+    /// The Python objects set by `start()`.
+    pub fn refs(&self) -> PyResult<&PyRefs> {
+        self.py
+            .get()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("engine not started"))
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
             .load(std::sync::atomic::Ordering::Acquire)

@@ -760,15 +760,7 @@ fn error_statuses() {
 /// Returns the sequence of heads parsed and what was left in the buffer, or the
 /// first error.
 fn feed_bytewise(input: &[u8], limits: &Limits) -> Result<(Vec<Summary>, Vec<u8>), HeadError> {
-    let mut buf = BytesMut::new();
-    let mut heads = Vec::new();
-    for &b in input {
-        buf.extend_from_slice(&[b]);
-        while let Some(h) = parse_request_head(&mut buf, limits)? {
-            heads.push(summary(&h));
-        }
-    }
-    Ok((heads, buf.to_vec()))
+    feed_pieces_plain(input, &bytewise_cuts(input), limits)
 }
 
 /// Like `feed_bytewise`, through a `HeadParser`, with arbitrary piece sizes.
