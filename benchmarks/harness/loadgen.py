@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 
 import time
@@ -40,6 +41,7 @@ def parse_wrk(out: str) -> dict:
     r["rps"] = float(m.group(1)) if m else 0.0
     m = re.search(r"(\d+) requests in ([\d.]+\w+)", out)
     r["requests"] = int(m.group(1)) if m else 0
+    r["elapsed_s"] = _ms(m.group(2)) / 1000 if m else 0.0
     for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
         r[key] = _ms(m.group(1)) if m else None
@@ -79,4 +81,31 @@ def wrk(port: int, path: str, conns: int, duration: int, *, close: bool = False,
         # share of the server's CPU taken by other processes (noise indicator;
         # the server may run on other CPUs' time too if pinning failed)
         r["cpu0_other"] = round(max(0.0, (busy1 - busy0) - r["cpu_s"]) / (t1 - t0), 3)
+    return r
+
+
+def combine(slices: list[dict]) -> dict:
+    """One measurement from interleaved slices of one server: totals for
+    the counts, req/s over the summed time, the median slice for latency."""
+    if len(slices) == 1:
+        return slices[0]
+    r: dict = {"slices": len(slices)}
+    r["requests"] = sum(s["requests"] for s in slices)
+    elapsed = sum(s.get("elapsed_s") or 0.0 for s in slices)
+    r["elapsed_s"] = round(elapsed, 3)
+    r["rps"] = r["requests"] / elapsed if elapsed > 0 else 0.0
+    for key in ("p50_ms", "p99_ms"):
+        vals = [s[key] for s in slices if s.get(key) is not None]
+        r[key] = statistics.median(vals) if vals else None
+    for key in ("errors", "non2xx"):
+        r[key] = sum(s.get(key, 0) for s in slices)
+    r["error_detail"] = "; ".join(s["error_detail"] for s in slices if s.get("errors"))
+    r["wrk_rc"] = max(s.get("wrk_rc", 0) for s in slices)
+    outs = [s["wrk_output"] for s in slices if s.get("wrk_output")]
+    if outs:
+        r["wrk_output"] = outs[-1]
+    if all("cpu_s" in s for s in slices):
+        r["cpu_s"] = round(sum(s["cpu_s"] for s in slices), 3)
+        r["req_per_cpu_s"] = r["requests"] / r["cpu_s"] if r["cpu_s"] > 0 else None
+        r["cpu0_other"] = round(statistics.mean(s.get("cpu0_other", 0) for s in slices), 3)
     return r

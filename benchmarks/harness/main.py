@@ -15,7 +15,7 @@ import traceback
 
 from . import memory, report, wire
 from .cases import CASE_BY_NAME, CASES, QUICK_CASES
-from .loadgen import SCENARIOS, wrk
+from .loadgen import SCENARIOS, combine, wrk
 from .servers import BENCH_DIR, SERVER_CLASSES, SERVER_ORDER, Running
 from .util import log, set_log_file
 
@@ -38,6 +38,10 @@ def parse_args(argv=None):
                    "(default 3, quick 1); the report gives the median")
     p.add_argument("--duration", type=int, default=None,
                    help="seconds per wrk measurement (default 5, quick 1)")
+    p.add_argument("--slice", type=int, default=1,
+                   help="seconds per wrk slice: each run of --duration seconds is measured as "
+                   "duration/slice short runs, the servers taking turns (default 1; "
+                   "0 = one run of the whole duration)")
     p.add_argument("--warmup", type=int, default=None,
                    help="warm-up seconds per server and app, 64 connections (default 1)")
     p.add_argument("--no-perf", action="store_true", help="skip the wrk measurements")
@@ -71,12 +75,31 @@ def _on_sigterm(signum, frame):
     raise SystemExit(f"stopped by signal {signum}")  # runs the finally blocks: servers stop
 
 
+def measure(r: Running, c, scen: str, seconds: int, rep: int, res: dict) -> dict:
+    """One wrk run of one server, repeated (at most RETRIES_IF_DISTURBED
+    times) while other processes took a share of the server's core: that
+    sample measures the neighbour, not the server. Same rule for every server."""
+    conns, keep = SCENARIOS[scen]
+    m: dict = {}
+    for attempt in range(RETRIES_IF_DISTURBED + 1):
+        if attempt:
+            log(f"  {c.name:16s} {scen:8s} {r.server.name:9s} rep {rep + 1}: others used "
+                f"{m.get('cpu0_other', 0):.0%} of CPU0, repeating a slice")
+            res["disturbed_repeats"] = res.get("disturbed_repeats", 0) + 1
+        m = wrk(r.port, c.path, conns, seconds, close=not keep, lua=c.lua, server_pid=r.pid)
+        if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
+            break
+    return m
+
+
 def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     a = parse_args(argv)
     q = a.quick
     repeat = a.repeat or (1 if q else 3)
     duration = a.duration or (1 if q else 5)
+    slices = max(1, duration // a.slice) if a.slice > 0 else 1
+    slice_s = duration // slices
     warmup = a.warmup or 1
     mem_small, mem_large = 1_000, (20_000 if q else 200_000)
     n_idle = a.idle_conns or (1_000 if q else 10_000)
@@ -138,6 +161,7 @@ def main(argv=None) -> int:
     res = {"meta": {}, "notes": notes, "perf": {}, "wire": {}, "memory": {}}
     res["meta"].update({
         "date": date, "quick": q, "repeat": repeat, "duration": duration, "warmup": warmup,
+        "slices": slices, "slice_s": slice_s,
         "mem_small": mem_small, "mem_large": mem_large, "mem_idle": n_idle, "wire_n": wire_n,
         "cases": [c.name for c in cases], "servers_run": [s.name for s in servers],
         "cpu": _cmd(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]) or "?",
@@ -159,10 +183,10 @@ def main(argv=None) -> int:
     n_meas = sum(len(c.scenarios) * sum(1 for s in servers if not s.hello_only or c.name == "hello")
                  for c in cases) * repeat
     n_pairs = sum(1 for c in cases for s in servers if not s.hello_only or c.name == "hello")
-    est_perf = 0 if a.no_perf else n_meas * (duration + 0.2) + n_pairs * (warmup + 0.5)
+    est_perf = 0 if a.no_perf else n_meas * (slices * slice_s + slices * 0.25) + n_pairs * (warmup + 0.5)
     est_wire = 0 if a.no_wire else n_pairs * 7
     est_mem = 0 if a.no_memory else len(servers) * (mem_large / 8000 + n_idle / 1000 + 8)
-    log(f"{len(servers)} servers, {len(cases)} apps: {n_meas} wrk runs of {duration} s, "
+    log(f"{len(servers)} servers, {len(cases)} apps: {n_meas} measurements of {slices} × {slice_s} s, "
         f"{n_pairs} server/app wire checks, memory checks; estimated "
         f"{(est_perf + est_wire + est_mem) / 60:.0f} min "
         f"(perf {est_perf / 60:.0f}, wire {est_wire / 60:.0f}, memory {est_mem / 60:.0f})")
@@ -194,26 +218,24 @@ def main(argv=None) -> int:
                 for rep in range(repeat):
                     for c in mcases:
                         for scen in c.scenarios:
-                            conns, keep = SCENARIOS[scen]
                             order = running[rep % len(running):] + running[:rep % len(running)]
+                            order = [r for r in order
+                                     if not (r.server.hello_only and c.name != "hello")]
+                            # Each repeat is `slices` short wrk runs per server,
+                            # the servers taking turns: the machine's speed
+                            # changes every second or so (see README), and
+                            # turns spread those changes over every server.
+                            got: dict[str, list[dict]] = {r.server.name: [] for r in order}
+                            for _ in range(slices):
+                                for r in order:
+                                    if r.proc.poll() is not None:
+                                        continue
+                                    got[r.server.name].append(
+                                        measure(r, c, scen, slice_s, rep, res))
                             for r in order:
-                                if r.server.hello_only and c.name != "hello":
+                                if not got[r.server.name]:
                                     continue
-                                if r.proc.poll() is not None:
-                                    continue
-                                # Another process took a share of the server's
-                                # core: that sample measures the neighbour, not
-                                # the server. Same rule for every server.
-                                for attempt in range(RETRIES_IF_DISTURBED + 1):
-                                    if attempt:
-                                        log(f"  {c.name:16s} {scen:8s} {r.server.name:9s} "
-                                            f"rep {rep + 1}: others used "
-                                            f"{m.get('cpu0_other', 0):.0%} of CPU0, repeating")
-                                        res["disturbed_repeats"] = res.get("disturbed_repeats", 0) + 1
-                                    m = wrk(r.port, c.path, conns, duration, close=not keep,
-                                            lua=c.lua, server_pid=r.pid)
-                                    if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
-                                        break
+                                m = combine(got[r.server.name])
                                 runs = res["perf"].setdefault(c.name, {}).setdefault(
                                     scen, {}).setdefault(r.server.name, [])
                                 runs.append(m)

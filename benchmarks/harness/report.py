@@ -127,8 +127,17 @@ def markdown(res: dict, chart_name: str) -> str:
              f"Python {meta['python']}. Servers pinned to CPU 0 (`taskset -c 0`), wrk and "
              "the Python clients to CPU 1. The machine is shared and noisy.")
     L.append(f"- ferrule commit: `{meta['commit']}`. Run took {meta['elapsed_min']:.1f} min.")
-    L.append(f"- Load: wrk {meta['wrk_version']}, `wrk -t1 -cN -d{meta['duration']}s --latency` "
-             f"(same for every server); each server warmed up {meta['warmup']} s per app first. "
+    n_sl, sl_s = meta.get("slices", 1), meta.get("slice_s", meta["duration"])
+    if n_sl > 1:
+        how = (f"`wrk -t1 -cN -d{sl_s}s --latency` (same for every server). Each run is "
+               f"{n_sl} slices of {sl_s} s per server, the servers taking turns slice by "
+               "slice, so the machine's second-to-second speed changes reach every server "
+               "alike; a run's req/s is its requests over its slices' summed time, its "
+               "p50/p99 the median of its slices'. ")
+    else:
+        how = f"`wrk -t1 -cN -d{meta['duration']}s --latency` (same for every server). "
+    L.append(f"- Load: wrk {meta['wrk_version']}, {how}"
+             f"Each server warmed up {meta['warmup']} s per app first. "
              f"Every number in the throughput/latency/CPU tables is the **median of "
              f"{meta['repeat']} runs** (each metric's median taken separately; servers "
              "interleaved within each repeat). ± is the spread (max−min)/median.")
@@ -140,7 +149,7 @@ def markdown(res: dict, chart_name: str) -> str:
                  f"median {statistics.median(others):.0%}, 90th percentile "
                  f"{others[int(0.9 * (len(others) - 1))]:.0%}, max {others[-1]:.0%} "
                  "(from /proc/stat minus the server's own CPU time).")
-        L.append(f"- A wrk run during which other processes used over 10% of CPU 0 is "
+        L.append(f"- A wrk run (slice) during which other processes used over 10% of CPU 0 is "
                  f"repeated (up to twice, the same rule for every server): "
                  f"{res.get('disturbed_repeats', 0)} repeats in this run; the tables use "
                  f"the last attempt.")
