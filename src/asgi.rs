@@ -5,6 +5,7 @@
 //! when the body is already buffered.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -234,9 +235,8 @@ fn finish_response(
         && st.body_done
         && !st.body_error
         && !st.has_next
-        && st.out.is_empty()
+        && (st.out.is_empty() || st.deferred)
         && !st.write_pending
-        && !st.deferred
         && !shared.is_shutting_down();
     if quiet {
         st.end_request(shared);
@@ -449,8 +449,20 @@ impl Sender {
         let shared = &*conn.shared;
         // Wire rule 2: the last message of a response is written at once; a
         // non-final one waits for the end of this loop iteration, so chunks
-        // sent without an await in between leave in one write.
-        if complete || st.out.len() >= shared.cfg.write_high_water {
+        // sent without an await in between leave in one write. "At once"
+        // inside select()'s dispatch means at the end of that batch: the
+        // batch's responses then leave in one burst of writes after the
+        // batch's Python work, which keeps each side's code and data in
+        // the caches (design.md, "Responses finished in a dispatch batch").
+        let batch_end = complete
+            && shared.in_dispatch.load(Ordering::Relaxed)
+            && st.out.len() < shared.cfg.write_high_water;
+        if batch_end {
+            if !st.deferred && !st.write_pending {
+                st.deferred = true;
+                lock(&shared.deferred).push(conn.clone());
+            }
+        } else if complete || st.out.len() >= shared.cfg.write_high_water {
             if conn.write_now(st).is_err() {
                 if let Some(w) = st.recv_waiter.take() {
                     resolve(py, w, Ok(disconnect_msg(py)?.into_any()))?;

@@ -379,6 +379,8 @@ impl Engine {
         let mut batch = std::mem::take(&mut *lock(&self.spare_events));
         std::mem::swap(&mut batch, &mut *lock(&self.shared.events));
         let mut fatal = None;
+        // Responses that end during the batch are written when it ends.
+        self.shared.in_dispatch.store(true, Ordering::Relaxed);
         for ev in batch.drain(..) {
             let r = match ev {
                 Event::Request(conn, head) => asgi::start_app(py, &conn, &head),
@@ -399,6 +401,8 @@ impl Engine {
                 ),
             }
         }
+        self.shared.in_dispatch.store(false, Ordering::Relaxed);
+        self.shared.flush_deferred();
         *lock(&self.spare_events) = batch;
         match fatal {
             Some(e) => Err(e),

@@ -101,6 +101,27 @@ def test_head_waits_for_the_first_body_even_when_the_app_awaits_in_between(
     assert delta(served.stats(), before, "write_syscalls") == 1
 
 
+def test_response_ended_in_a_dispatch_batch_leaves_before_the_loop_runs_other_callbacks(
+    serve, raw_client
+):
+    # Responses that end while select() dispatches a batch are written when
+    # the batch ends: before the loop goes on to run its ready callbacks, so
+    # a slow callback the app scheduled does not hold the response back.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        asyncio.get_running_loop().call_soon(time.sleep, 0.5)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"before the callback"})
+
+    served = serve(app, lifespan="off")
+    client = raw_client(served)
+    started = time.monotonic()
+    response = client.get("/")
+    assert time.monotonic() - started < 0.4
+    assert response.body == b"before the callback"
+
+
 def test_streamed_10_x_1kib_response_costs_at_most_11_writes(serve, raw_client):
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -132,6 +132,9 @@ pub struct Shared {
     /// current loop iteration (coalesces several body messages sent without
     /// an await in between into one write).
     pub deferred: Mutex<Vec<Arc<Conn>>>,
+    /// True while select() dispatches a batch: a response that ends then is
+    /// written at the end of the batch (see asgi::Sender::flush_and_finish).
+    pub in_dispatch: AtomicBool,
     pub shutting_down: AtomicBool,
     pub shutdown: Notify,
     pub in_flight: AtomicUsize,
@@ -159,6 +162,7 @@ impl Shared {
             exec: executor::Executor::new(),
             to_wake: Mutex::new(Vec::with_capacity(64)),
             deferred: Mutex::new(Vec::with_capacity(64)),
+            in_dispatch: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             in_flight: AtomicUsize::new(0),
@@ -179,7 +183,8 @@ impl Shared {
         lock(&self.to_wake).push(conn.clone());
     }
 
-    /// Writes what `send()` deferred during the loop iteration that ended.
+    /// Writes what `send()` deferred: at the end of a dispatch batch and of
+    /// each loop iteration.
     pub fn flush_deferred(&self) {
         let list = std::mem::take(&mut *lock(&self.deferred));
         for conn in list {
