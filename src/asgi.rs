@@ -229,20 +229,24 @@ fn finish_response(
     // sends again: its pending read sees the next request. Not waking it
     // saves a poll per request; the request stops counting as in flight
     // here instead, and the keep-alive time counts from now.
-    let quiet = st.keep_alive_after
+    let settled = st.keep_alive_after
         && st.active
         && !st.abort
         && st.body_done
         && !st.body_error
         && !st.has_next
-        && (st.out.is_empty() || st.deferred)
         && !st.write_pending
         && !shared.is_shutting_down();
+    let quiet = settled && st.out.is_empty() && !st.deferred;
     if quiet {
         st.end_request(shared);
         st.done_at = Some(tokio::time::Instant::now());
     }
-    (st.recv_waiter.take(), log, !quiet)
+    // Bytes left for the end of the dispatch batch: the request ends
+    // quietly only once they are all written (Shared::flush_deferred).
+    st.quiet_pending = settled && st.deferred && !st.out.is_empty();
+    let wake = !quiet && !st.quiet_pending;
+    (st.recv_waiter.take(), log, wake)
 }
 
 /// A completed response's access-log data: request info, status, bytes.

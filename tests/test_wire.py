@@ -5,6 +5,7 @@ the last chunk rides with the terminator."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from typing import Any
@@ -110,7 +111,7 @@ def test_response_ended_in_a_dispatch_batch_leaves_before_the_loop_runs_other_ca
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        asyncio.get_running_loop().call_soon(time.sleep, 0.5)
+        asyncio.get_running_loop().call_soon(time.sleep, 1.0)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"before the callback"})
 
@@ -118,8 +119,64 @@ def test_response_ended_in_a_dispatch_batch_leaves_before_the_loop_runs_other_ca
     client = raw_client(served)
     started = time.monotonic()
     response = client.get("/")
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 0.7
     assert response.body == b"before the callback"
+
+
+def test_response_left_for_the_batch_end_stays_in_flight_until_a_slow_reader_takes_it(
+    serve, wait_until
+):
+    # 60,000 bytes, under the 64 KiB high-water mark: written at the end of
+    # the dispatch batch. A client that sends requests but reads nothing
+    # fills the socket's buffers until such a write is partial; that
+    # request must still count as in flight (graceful shutdown waits for
+    # it), and once the client reads, everything arrives and the
+    # connection serves the next request.
+    body = b"x" * 60_000
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    served = serve(app, lifespan="off")
+    request = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+
+    def read_response(sock: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            byte = sock.recv(1)
+            assert byte, "connection closed before a response head"
+            head += byte
+        assert head.startswith(b"HTTP/1.1 200")
+        received = 0
+        while received < len(body):
+            chunk = sock.recv(min(65536, len(body) - received))
+            assert chunk, "connection closed mid-body"
+            received += len(chunk)
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((served.host, served.port))
+        sent = 0
+        while sent < 500:
+            sock.sendall(request)
+            sent += 1
+            wait_until(lambda: served.stats()["responses"] == sent)
+            stats = served.stats()
+            if stats["write_syscalls"] > stats["responses"]:
+                break  # this response's write was partial
+        else:
+            pytest.fail("no partial write after 500 unread responses")
+        time.sleep(0.05)
+        assert served.stats()["in_flight"] == 1
+        for _ in range(sent):
+            read_response(sock)
+        sock.sendall(request)
+        read_response(sock)
+    wait_until(lambda: served.stats()["in_flight"] == 0)
 
 
 def test_streamed_10_x_1kib_response_costs_at_most_11_writes(serve, raw_client):

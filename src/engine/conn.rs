@@ -62,9 +62,13 @@ pub struct ConnState {
     pub out: Vec<u8>,
     /// A write hit EAGAIN: the task owns flushing `out` until it drains.
     pub write_pending: bool,
-    /// `out` holds a non-final chunk waiting for the end of this loop
-    /// iteration (the connection is on `Shared::deferred`).
+    /// `out` holds output waiting for the end of this dispatch batch or
+    /// loop iteration (the connection is on `Shared::deferred`).
     pub deferred: bool,
+    /// The response ended the usual way (see asgi::finish_response) but its
+    /// bytes wait on `Shared::deferred`: whether it ends quietly is decided
+    /// when they are written.
+    pub quiet_pending: bool,
     pub response_done: bool,
     /// Close the connection without a clean end of response (app failed
     /// mid-stream): the client must not see a complete-looking response.
@@ -149,6 +153,7 @@ impl Conn {
                 out: Vec::new(),
                 write_pending: false,
                 deferred: false,
+                quiet_pending: false,
                 response_done: false,
                 abort: false,
                 keep_alive_after: true,

@@ -191,8 +191,23 @@ impl Shared {
             let mut st = lock(&conn.state);
             st.deferred = false;
             let failed = conn.write_now(&mut st).is_err();
+            // A response that ended the usual way during the batch ends
+            // quietly now if all its bytes left; otherwise (partial write,
+            // error) its connection's task takes over, as for any other end.
+            let mut wake_task = false;
+            if std::mem::take(&mut st.quiet_pending) {
+                if !failed && st.out.is_empty() && !st.write_pending && !self.is_shutting_down() {
+                    st.end_request(self);
+                    st.done_at = Some(tokio::time::Instant::now());
+                } else {
+                    wake_task = true;
+                }
+            }
             let waiting = st.recv_waiter.is_some() || st.send_waiter.is_some();
             drop(st);
+            if wake_task {
+                self.schedule(&conn);
+            }
             if failed && waiting {
                 self.push_event(Event::Wake(conn));
             }
