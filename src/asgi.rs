@@ -239,8 +239,7 @@ fn finish_response(
         && !shared.is_shutting_down();
     let quiet = settled && st.out.is_empty() && !st.deferred;
     if quiet {
-        st.end_request(shared);
-        st.done_at = Some(tokio::time::Instant::now());
+        st.end_quietly(shared);
     }
     // Bytes left for the end of the dispatch batch: the request ends
     // quietly only once they are all written (Shared::flush_deferred).
@@ -458,15 +457,9 @@ impl Sender {
         // batch's responses then leave in one burst of writes after the
         // batch's Python work, which keeps each side's code and data in
         // the caches (design.md, "Responses finished in a dispatch batch").
-        let batch_end = complete
-            && shared.in_dispatch.load(Ordering::Relaxed)
-            && st.out.len() < shared.cfg.write_high_water;
-        if batch_end {
-            if !st.deferred && !st.write_pending {
-                st.deferred = true;
-                lock(&shared.deferred).push(conn.clone());
-            }
-        } else if complete || st.out.len() >= shared.cfg.write_high_water {
+        let at_once = st.out.len() >= shared.cfg.write_high_water
+            || (complete && !shared.in_dispatch.load(Ordering::Relaxed));
+        if at_once {
             if conn.write_now(st).is_err() {
                 if let Some(w) = st.recv_waiter.take() {
                     resolve(py, w, Ok(disconnect_msg(py)?.into_any()))?;

@@ -94,6 +94,13 @@ impl ConnState {
             shared.in_flight.fetch_sub(1, Relaxed);
         }
     }
+
+    /// The response ended without waking the connection's task: the request
+    /// ends here, and the idle keep-alive time counts from now.
+    pub fn end_quietly(&mut self, shared: &Shared) {
+        self.end_request(shared);
+        self.done_at = Some(tokio::time::Instant::now());
+    }
 }
 
 /// What the access log needs once the response is complete.

@@ -197,8 +197,7 @@ impl Shared {
             let mut wake_task = false;
             if std::mem::take(&mut st.quiet_pending) {
                 if !failed && st.out.is_empty() && !st.write_pending && !self.is_shutting_down() {
-                    st.end_request(self);
-                    st.done_at = Some(tokio::time::Instant::now());
+                    st.end_quietly(self);
                 } else {
                     wake_task = true;
                 }
