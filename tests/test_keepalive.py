@@ -252,29 +252,28 @@ def test_keep_alive_timeout_restarts_after_each_request(serve, raw_client):
     assert served.stats()["connections"] - before["connections"] == 1
 
 
-def test_keep_alive_timeout_does_not_cut_a_slow_response(serve, raw_client):
-    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+def late_app(delay: float) -> Any:
+    """An app that answers `late` after `delay` seconds."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(delay)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"late"})
 
-    served = serve(slow, lifespan="off", timeout_keep_alive=1)
+    return app
+
+
+def test_keep_alive_timeout_does_not_cut_a_slow_response(serve, raw_client):
+    served = serve(late_app(1.5), lifespan="off", timeout_keep_alive=1)
     client = raw_client(served)
     response = client.get("/")
     assert response.status == 200 and response.body == b"late"
 
 
 def test_keep_alive_timeout_counts_from_the_end_of_a_slow_response(serve, raw_client):
-    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await asyncio.sleep(0.7)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"late"})
-
-    served = serve(slow, lifespan="off", timeout_keep_alive=1)
+    served = serve(late_app(0.7), lifespan="off", timeout_keep_alive=1)
     client = raw_client(served)
     assert client.get("/").body == b"late"
     idle_since = time.monotonic()

@@ -194,25 +194,23 @@ def test_requests_run_as_asyncio_tasks_when_the_loop_has_a_task_factory(
     assert made
 
 
+async def task_class_name(scope: Scope, receive: Any, send: Any) -> None:
+    """Answers with the class name of the task the request runs in."""
+    task = asyncio.current_task()
+    await respond(send, type(task).__name__.encode())
+
+
 def test_ferrule_asyncio_tasks_env_selects_asyncio_tasks(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FERRULE_ASYNCIO_TASKS", "1")
 
-    async def handler(scope: Scope, receive: Any, send: Any) -> None:
-        task = asyncio.current_task()
-        await respond(send, type(task).__name__.encode())
-
-    s = serve(http_only(handler))
+    s = serve(http_only(task_class_name))
     assert httpx.get(s.url).text == "Task"
 
 
 def test_request_tasks_are_the_engine_s_own_by_default(serve: Any) -> None:
-    async def handler(scope: Scope, receive: Any, send: Any) -> None:
-        task = asyncio.current_task()
-        await respond(send, type(task).__name__.encode())
-
-    s = serve(http_only(handler))
+    s = serve(http_only(task_class_name))
     assert httpx.get(s.url).text == "RequestTask"
 
 
