@@ -38,6 +38,9 @@ def parse_args(argv=None):
                    "(default 3, quick 1); the report gives the median")
     p.add_argument("--duration", type=int, default=None,
                    help="seconds per wrk measurement (default 5, quick 1)")
+    p.add_argument("--duration-1conn", type=int, default=None,
+                   help="seconds per measurement at 1 connection (default 15, quick 1): a "
+                   "second there holds ~10k requests, so its p99 rests on ~100 of them")
     p.add_argument("--slice", type=int, default=1,
                    help="seconds per wrk slice: each run of --duration seconds is measured as "
                    "duration/slice short runs, the servers taking turns (default 1; "
@@ -98,8 +101,16 @@ def main(argv=None) -> int:
     q = a.quick
     repeat = a.repeat or (1 if q else 3)
     duration = a.duration or (1 if q else 5)
-    slices = max(1, duration // a.slice) if a.slice > 0 else 1
-    slice_s = duration // slices
+    duration_1 = a.duration_1conn or (1 if q else 15)
+
+    def slicing(seconds: int) -> tuple[int, int]:
+        n = max(1, seconds // a.slice) if a.slice > 0 else 1
+        return n, seconds // n
+
+    slices, slice_s = slicing(duration)
+    # The 1-connection scenario is measured longer, for every server alike:
+    # its p99 is the noisiest number in the run (see benchmarks/README.md).
+    slices_1, slice_s_1 = slicing(duration_1)
     warmup = a.warmup or 1
     mem_small, mem_large = 1_000, (20_000 if q else 200_000)
     n_idle = a.idle_conns or (1_000 if q else 10_000)
@@ -162,6 +173,7 @@ def main(argv=None) -> int:
     res["meta"].update({
         "date": date, "quick": q, "repeat": repeat, "duration": duration, "warmup": warmup,
         "slices": slices, "slice_s": slice_s,
+        "duration_1conn": duration_1, "slices_1conn": slices_1, "slice_s_1conn": slice_s_1,
         "mem_small": mem_small, "mem_large": mem_large, "mem_idle": n_idle, "wire_n": wire_n,
         "cases": [c.name for c in cases], "servers_run": [s.name for s in servers],
         "cpu": _cmd(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]) or "?",
@@ -180,13 +192,21 @@ def main(argv=None) -> int:
     for c in cases:
         if c.module not in modules:
             modules.append(c.module)
-    n_meas = sum(len(c.scenarios) * sum(1 for s in servers if not s.hello_only or c.name == "hello")
-                 for c in cases) * repeat
+    def n_servers(c) -> int:
+        return sum(1 for s in servers if not s.hello_only or c.name == "hello")
+
+    n_meas = sum(len(c.scenarios) * n_servers(c) for c in cases) * repeat
+    # seconds of wrk (plus ~0.25 s start-up per slice) per measurement of each scenario
+    meas_s = {scen: (slices_1 if scen == "ka1" else slices)
+              * ((slice_s_1 if scen == "ka1" else slice_s) + 0.25) for scen in SCENARIOS}
     n_pairs = sum(1 for c in cases for s in servers if not s.hello_only or c.name == "hello")
-    est_perf = 0 if a.no_perf else n_meas * (slices * slice_s + slices * 0.25) + n_pairs * (warmup + 0.5)
+    est_perf = 0 if a.no_perf else (
+        sum(meas_s[scen] * n_servers(c) for c in cases for scen in c.scenarios) * repeat
+        + n_pairs * (warmup + 0.5))
     est_wire = 0 if a.no_wire else n_pairs * 7
     est_mem = 0 if a.no_memory else len(servers) * (mem_large / 8000 + n_idle / 1000 + 8)
-    log(f"{len(servers)} servers, {len(cases)} apps: {n_meas} measurements of {slices} × {slice_s} s, "
+    log(f"{len(servers)} servers, {len(cases)} apps: {n_meas} measurements of {slices} × {slice_s} s "
+        f"({slices_1} × {slice_s_1} s at 1 connection), "
         f"{n_pairs} server/app wire checks, memory checks; estimated "
         f"{(est_perf + est_wire + est_mem) / 60:.0f} min "
         f"(perf {est_perf / 60:.0f}, wire {est_wire / 60:.0f}, memory {est_mem / 60:.0f})")
@@ -226,12 +246,14 @@ def main(argv=None) -> int:
                             # changes every second or so (see README), and
                             # turns spread those changes over every server.
                             got: dict[str, list[dict]] = {r.server.name: [] for r in order}
-                            for _ in range(slices):
+                            n_sl, sl_s = (slices_1, slice_s_1) if scen == "ka1" else (slices,
+                                                                                      slice_s)
+                            for _ in range(n_sl):
                                 for r in order:
                                     if r.proc.poll() is not None:
                                         continue
                                     got[r.server.name].append(
-                                        measure(r, c, scen, slice_s, rep, res))
+                                        measure(r, c, scen, sl_s, rep, res))
                             for r in order:
                                 if not got[r.server.name]:
                                     continue
