@@ -55,9 +55,10 @@ def parse_wrk(out: str) -> dict:
 
 def wrk(port: int, path: str, conns: int, duration: int, *, close: bool = False,
         lua: str | None = None, server_pid: int | None = None,
-        env_extra: dict | None = None, timeout_s: int = 2) -> dict:
+        env_extra: dict | None = None, timeout_s: int = 2, keep_output: bool = False) -> dict:
     """One wrk run: 1 thread pinned to the client CPU. Returns the parsed
-    numbers plus the server tree's CPU seconds during the run."""
+    numbers plus the server tree's CPU seconds during the run (and wrk's
+    whole output as "stdout" if keep_output)."""
     argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
             f"--timeout={timeout_s}s", "--latency"]
     if close:
@@ -73,6 +74,8 @@ def wrk(port: int, path: str, conns: int, duration: int, *, close: bool = False,
     cpu1 = tree_cpu_seconds(server_pid) if server_pid else None
     r = parse_wrk(p.stdout)
     r["wrk_rc"] = p.returncode
+    if keep_output:
+        r["stdout"] = p.stdout
     if p.returncode != 0 or not r["requests"]:
         r["wrk_output"] = (p.stdout + p.stderr)[-2000:]
     if cpu0 is not None:
