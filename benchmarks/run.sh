@@ -4,7 +4,7 @@
 # repo), then runs every server on the same apps and writes
 # benchmarks/results/<date>.md + .png + .json.  See benchmarks/README.md.
 #
-#   benchmarks/run.sh                 # full run (~25 min)
+#   benchmarks/run.sh                 # full run (~50 min)
 #   benchmarks/run.sh --quick         # short sanity run (~4 min)
 #   benchmarks/run.sh --servers granian,uvicorn --repeat 5
 #   benchmarks/run.sh --skip-setup    # reuse the venv and the installed ferrule

@@ -104,11 +104,13 @@ def measure_case(case, running: list[Running], rounds: int, workdir: str) -> dic
         k = i % len(running)
         for r in running[k:] + running[:k]:
             m = wrk(r.port, case.path, 1, 1, lua=lua, server_pid=r.pid, keep_output=True)
-            got[r.server.name].append({
-                "hist": parse_histogram(m.pop("stdout")),
-                "cpu0_other": m.get("cpu0_other"),
-                "errors": m.get("errors", 0) + m.get("non2xx", 0),
-            })
+            got[r.server.name].append(
+                {
+                    "hist": parse_histogram(m.pop("stdout")),
+                    "cpu0_other": m.get("cpu0_other"),
+                    "errors": m.get("errors", 0) + m.get("non2xx", 0),
+                }
+            )
     return got
 
 
@@ -116,8 +118,9 @@ def slice_p99s(slices: list[dict]) -> list[int]:
     return [percentile(s["hist"], 0.99) for s in slices]
 
 
-def verdict_rate(per_server: dict[str, list], estimator, per_repeat: int, trials: int,
-                 rng: random.Random) -> float | None:
+def verdict_rate(
+    per_server: dict[str, list], estimator, per_repeat: int, trials: int, rng: random.Random
+) -> float | None:
     """Share of resampled runs (3 repeats of per_repeat rounds, rounds drawn
     with replacement, the same rounds for every server: they ran side by
     side) in which ferrule's median-of-3 p99 is <= every other server's."""
@@ -127,8 +130,10 @@ def verdict_rate(per_server: dict[str, list], estimator, per_repeat: int, trials
     wins = 0
     for _ in range(trials):
         reps = [[rng.randrange(n) for _ in range(per_repeat)] for _ in range(3)]
-        est = {name: statistics.median(estimator([vals[i] for i in rep]) for rep in reps)
-               for name, vals in per_server.items()}
+        est = {
+            name: statistics.median(estimator([vals[i] for i in rep]) for rep in reps)
+            for name, vals in per_server.items()
+        }
         wins += all(est["ferrule"] <= v for name, v in est.items() if name != "ferrule")
     return wins / trials
 
@@ -142,8 +147,10 @@ def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
         out["servers"][name] = {
             "requests": sum(pool.values()),
             "errors": sum(s["errors"] for s in slices),
-            **{f"p{k}": percentile(pool, q) for k, q in
-               (("50", .5), ("90", .9), ("99", .99), ("99.9", .999))},
+            **{
+                f"p{k}": percentile(pool, q)
+                for k, q in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("99.9", 0.999))
+            },
             "max": max(pool),
             "slice_p99_median": statistics.median(p99s),
             "slice_p99_quartiles": [q1, q3],
@@ -154,9 +161,11 @@ def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
     out["bootstrap"] = {}
     for k in (5, 15):
         out["bootstrap"][f"median_slice_{k}"] = verdict_rate(
-            p99s_by, statistics.median, k, 2000, rng)
+            p99s_by, statistics.median, k, 2000, rng
+        )
         out["bootstrap"][f"pooled_{k}"] = verdict_rate(
-            hists_by, lambda hs: percentile(merge(hs), 0.99), k, 300, rng)
+            hists_by, lambda hs: percentile(merge(hs), 0.99), k, 300, rng
+        )
     return out
 
 
@@ -166,37 +175,45 @@ def us(v: float) -> str:
 
 def markdown(res: dict) -> str:
     meta = res["meta"]
-    L = [f"# Latency at 1 keep-alive connection — {meta['date']}\n",
-         f"- ferrule commit `{meta['commit']}`; {meta['rounds']} rounds per app, each server "
-         "one 1-second `wrk -t1 -c1 -d1s` run per round, the servers taking turns and the "
-         "order rotating every round (server on CPU 0, wrk on CPU 1, the full run's commands).",
-         "- Percentiles are over every request of every round (wrk's full histogram); "
-         "\"slice p99\" is the p99 of one 1-second run, the full run's unit (it reports the "
-         "median slice of 15, median of 3 repeats).",
-         "- \"Verdict\" is the share of resampled runs (3 repeats of 5 or 15 rounds drawn from "
-         "these, with replacement) in which ferrule's p99 is at most every other server's: "
-         "how often a full run would come out that way on this machine.",
-         f"- Took {meta['elapsed_min']:.1f} min.\n"]
+    L = [
+        f"# Latency at 1 keep-alive connection — {meta['date']}\n",
+        f"- ferrule commit `{meta['commit']}`; {meta['rounds']} rounds per app, each server "
+        "one 1-second `wrk -t1 -c1 -d1s` run per round, the servers taking turns and the "
+        "order rotating every round (server on CPU 0, wrk on CPU 1, the full run's commands).",
+        "- Percentiles are over every request of every round (wrk's full histogram); "
+        '"slice p99" is the p99 of one 1-second run, the full run\'s unit (it reports the '
+        "median slice of 15, median of 3 repeats).",
+        '- "Verdict" is the share of resampled runs (3 repeats of 5 or 15 rounds drawn from '
+        "these, with replacement) in which ferrule's p99 is at most every other server's: "
+        "how often a full run would come out that way on this machine.",
+        f"- Took {meta['elapsed_min']:.1f} min.\n",
+    ]
     names = meta["servers"]
     for app, a in res["apps"].items():
         L.append(f"## {app}\n")
-        L.append("| server | requests | p50 | p90 | p99 | p99.9 | max | slice p99: median "
-                 "(quartiles) |")
+        L.append(
+            "| server | requests | p50 | p90 | p99 | p99.9 | max | slice p99: median "
+            "(quartiles) |"
+        )
         L.append("|---|---:|---:|---:|---:|---:|---:|---|")
         for n in names:
             s = a["servers"].get(n)
             if not s:
                 continue
             q1, q3 = s["slice_p99_quartiles"]
-            L.append(f"| {n} | {s['requests']:,} | {us(s['p50'])} | {us(s['p90'])} | "
-                     f"**{us(s['p99'])}** | {us(s['p99.9'])} | {us(s['max'])} | "
-                     f"**{us(s['slice_p99_median'])}** ({us(q1)}-{us(q3)}) |")
+            L.append(
+                f"| {n} | {s['requests']:,} | {us(s['p50'])} | {us(s['p90'])} | "
+                f"**{us(s['p99'])}** | {us(s['p99.9'])} | {us(s['max'])} | "
+                f"**{us(s['slice_p99_median'])}** ({us(q1)}-{us(q3)}) |"
+            )
         b = a["bootstrap"]
         if b.get("median_slice_5") is not None:
-            L.append("\nVerdict \"ferrule's p99 lowest\", median slice p99: "
-                     f"{b['median_slice_5']:.0%} of runs of 5 slices, "
-                     f"{b['median_slice_15']:.0%} of runs of 15; p99 over all requests: "
-                     f"{b['pooled_5']:.0%} (5), {b['pooled_15']:.0%} (15).")
+            L.append(
+                '\nVerdict "ferrule\'s p99 lowest", median slice p99: '
+                f"{b['median_slice_5']:.0%} of runs of 5 slices, "
+                f"{b['median_slice_15']:.0%} of runs of 15; p99 over all requests: "
+                f"{b['pooled_5']:.0%} (5), {b['pooled_15']:.0%} (15)."
+            )
         L.append("\nLatencies in ms.\n")
     return "\n".join(L) + "\n"
 
@@ -231,10 +248,16 @@ def main() -> int:
         if why:
             sys.exit(f"{n}: {why}")
         servers.append(srv)
-    res: dict = {"meta": {"date": date, "rounds": a.rounds, "servers": names,
-                          "commit": os.popen(f"git -C {BENCH_DIR} describe --always --dirty")
-                          .read().strip()},
-                 "apps": {}, "slices": {}}
+    res: dict = {
+        "meta": {
+            "date": date,
+            "rounds": a.rounds,
+            "servers": names,
+            "commit": os.popen(f"git -C {BENCH_DIR} describe --always --dirty").read().strip(),
+        },
+        "apps": {},
+        "slices": {},
+    }
     for ci, case in enumerate(cases):
         running = []
         try:
@@ -253,14 +276,25 @@ def main() -> int:
                 r.stop()
         res["apps"][case.name] = a_res = analyse(got, rng)
         # per-slice figures only: the histograms themselves would be megabytes
-        res["slices"][case.name] = {n: [{"requests": sum(s["hist"].values()),
-                                          "p50": percentile(s["hist"], 0.5),
-                                          "p99": percentile(s["hist"], 0.99),
-                                          "cpu0_other": s["cpu0_other"]} for s in sl]
-                                     for n, sl in got.items()}
-        log(f"{case.name}: " + ", ".join(
-            f"{n} p99 {us(s['p99'])} / slice {us(s['slice_p99_median'])} ms"
-            for n, s in a_res["servers"].items()))
+        res["slices"][case.name] = {
+            n: [
+                {
+                    "requests": sum(s["hist"].values()),
+                    "p50": percentile(s["hist"], 0.5),
+                    "p99": percentile(s["hist"], 0.99),
+                    "cpu0_other": s["cpu0_other"],
+                }
+                for s in sl
+            ]
+            for n, sl in got.items()
+        }
+        log(
+            f"{case.name}: "
+            + ", ".join(
+                f"{n} p99 {us(s['p99'])} / slice {us(s['slice_p99_median'])} ms"
+                for n, s in a_res["servers"].items()
+            )
+        )
     res["meta"]["elapsed_min"] = (time.time() - t0) / 60
     with open(stem + ".json", "w") as f:
         json.dump(res, f)

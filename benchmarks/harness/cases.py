@@ -34,4 +34,4 @@ CASE_BY_NAME = {c.name: c for c in CASES}
 QUICK_CASES = ["hello", "seed", "starlette-plain", "stream10x1k"]
 # The new-connection scenario (close16) measures connection set-up, which the
 # app barely changes: it runs on the two raw apps only, to keep a full run
-# within ~25 minutes on 2 cores.
+# within an hour on 2 cores.
