@@ -15,7 +15,9 @@ rounds and keeps every request's latency (wrk's full histogram, from a
   3 repeats of 5 and of 15 slices, the way the full run groups them.
 
 Servers, apps, wrk parameters and pinning are the full run's (the harness's
-own code). Run it in the benchmark's venv, after `benchmarks/run.sh`:
+own code). Two differences: the order of the servers rotates every round
+(the full run rotates it every repeat), and a slice disturbed by other
+processes on CPU 0 is not repeated (their share is reported instead). Run it in the benchmark's venv, after `benchmarks/run.sh`:
 
     benchmarks/.venv/bin/python benchmarks/checks/tail_1conn.py [--rounds 30]
         [--apps hello,seed] [--servers ferrule,granian,uvicorn] [--out STEM]
@@ -30,6 +32,7 @@ import json
 import os
 import random
 import re
+import signal
 import statistics
 import sys
 import time
@@ -66,6 +69,8 @@ def parse_histogram(out: str) -> Histogram:
     for tok in m.group(1).split():
         v, c = tok.split(":")
         h[int(v)] = h.get(int(v), 0) + int(c)
+    if not h:
+        raise RuntimeError("a wrk run completed no request: " + out[-500:])
     return h
 
 
@@ -143,6 +148,7 @@ def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
     for name, slices in got.items():
         pool = merge([s["hist"] for s in slices])
         p99s = slice_p99s(slices)
+        others = [s["cpu0_other"] for s in slices if s["cpu0_other"] is not None]
         q1, med, q3 = statistics.quantiles(p99s, n=4)
         out["servers"][name] = {
             "requests": sum(pool.values()),
@@ -154,7 +160,7 @@ def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
             "max": max(pool),
             "slice_p99_median": statistics.median(p99s),
             "slice_p99_quartiles": [q1, q3],
-            "cpu0_other_median": statistics.median(s["cpu0_other"] or 0 for s in slices),
+            "cpu0_other_median": statistics.median(others) if others else None,
         }
     p99s_by = {name: slice_p99s(slices) for name, slices in got.items()}
     hists_by = {name: [s["hist"] for s in slices] for name, slices in got.items()}
@@ -169,6 +175,10 @@ def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
     return out
 
 
+def others_text(share: float | None) -> str:
+    return "?" if share is None else f"{share:.0%}"
+
+
 def us(v: float) -> str:
     return f"{v / 1000:.2f}"
 
@@ -179,7 +189,9 @@ def markdown(res: dict) -> str:
         f"# Latency at 1 keep-alive connection — {meta['date']}\n",
         f"- ferrule commit `{meta['commit']}`; {meta['rounds']} rounds per app, each server "
         "one 1-second `wrk -t1 -c1 -d1s` run per round, the servers taking turns and the "
-        "order rotating every round (server on CPU 0, wrk on CPU 1, the full run's commands).",
+        "order rotating every round (server on CPU 0, wrk on CPU 1, the full run's commands). "
+        "Unlike the full run, a slice during which other processes used CPU 0 is not repeated; "
+        'the tables give the median share they took ("others").',
         "- Percentiles are over every request of every round (wrk's full histogram); "
         '"slice p99" is the p99 of one 1-second run, the full run\'s unit (it reports the '
         "median slice of 15, median of 3 repeats).",
@@ -188,14 +200,16 @@ def markdown(res: dict) -> str:
         "how often a full run would come out that way on this machine.",
         f"- Took {meta['elapsed_min']:.1f} min.\n",
     ]
+    if meta.get("note"):
+        L.insert(-1, f"- {meta['note']}")
     names = meta["servers"]
     for app, a in res["apps"].items():
         L.append(f"## {app}\n")
         L.append(
             "| server | requests | p50 | p90 | p99 | p99.9 | max | slice p99: median "
-            "(quartiles) |"
+            "(quartiles) | others |"
         )
-        L.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
         for n in names:
             s = a["servers"].get(n)
             if not s:
@@ -204,7 +218,8 @@ def markdown(res: dict) -> str:
             L.append(
                 f"| {n} | {s['requests']:,} | {us(s['p50'])} | {us(s['p90'])} | "
                 f"**{us(s['p99'])}** | {us(s['p99.9'])} | {us(s['max'])} | "
-                f"**{us(s['slice_p99_median'])}** ({us(q1)}-{us(q3)}) |"
+                f"**{us(s['slice_p99_median'])}** ({us(q1)}-{us(q3)}) | "
+                f"{others_text(s['cpu0_other_median'])} |"
             )
         b = a["bootstrap"]
         if b.get("median_slice_5") is not None:
@@ -218,13 +233,26 @@ def markdown(res: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def write(res: dict, stem: str, t0: float) -> None:
+    res["meta"]["elapsed_min"] = (time.time() - t0) / 60
+    with open(stem + ".json", "w") as f:
+        json.dump(res, f)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown(res))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=30, help="at least 2")
     p.add_argument("--apps", default=",".join(c.name for c in CASES))
     p.add_argument("--servers", default="ferrule,granian,uvicorn")
     p.add_argument("--out", default=None)
     a = p.parse_args()
+    if a.rounds < 2:
+        p.error("--rounds: at least 2 (quartiles need two slices)")
+    # SIGTERM runs the finally blocks, which stop the servers (they run in
+    # sessions of their own, so a plain kill would leave them behind)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
     cases = []
     for name in a.apps.split(","):
         if name not in CASE_BY_NAME:
@@ -295,11 +323,7 @@ def main() -> int:
                 for n, s in a_res["servers"].items()
             )
         )
-    res["meta"]["elapsed_min"] = (time.time() - t0) / 60
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(res))
+        write(res, stem, t0)
     log(f"wrote {stem}.md, {stem}.json")
     return 0
 

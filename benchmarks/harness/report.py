@@ -134,13 +134,12 @@ def markdown(res: dict, chart_name: str) -> str:
                "slice, so the machine's second-to-second speed changes reach every server "
                "alike; a run's req/s is its requests over its slices' summed time, its "
                "p50/p99 the median of its slices'. ")
-        n1 = meta.get("slices_1conn")
-        if n1 and n1 != n_sl:
-            how += (f"At 1 connection a run is {n1} slices of {meta['slice_s_1conn']} s: a "
-                    "second there holds ~10k requests, so one slice's p99 rests on ~100 of "
-                    "them. ")
     else:
         how = f"`wrk -t1 -cN -d{meta['duration']}s --latency` (same for every server). "
+    n1, s1 = meta.get("slices_1conn"), meta.get("slice_s_1conn")
+    if n1 and (n1, s1) != (n_sl, sl_s):
+        how += (f"At 1 connection a run is {n1} × {s1} s (`--duration-1conn`): a second "
+                "there holds ~10k requests, so one second's p99 rests on ~100 of them. ")
     L.append(f"- Load: wrk {meta['wrk_version']}, {how}"
              f"Each server warmed up {meta['warmup']} s per app first. "
              f"Every number in the throughput/latency/CPU tables is the **median of "
