@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from harness.cases import CASE_BY_NAME, CASES  # noqa: E402
 from harness.loadgen import LUA_DIR, wrk  # noqa: E402
 from harness.servers import BENCH_DIR, SERVER_CLASSES, SERVER_ORDER, Running  # noqa: E402
-from harness.util import log, set_log_file  # noqa: E402
+from harness.util import exit_on_sigterm, log, set_log_file  # noqa: E402
 
 # Appended to the app's own wrk script (wrk takes one): prints the latency
 # histogram as "H <microseconds>:<count> ..." when the run ends.
@@ -119,8 +119,21 @@ def measure_case(case, running: list[Running], rounds: int, workdir: str) -> dic
     return got
 
 
-def slice_p99s(slices: list[dict]) -> list[int]:
-    return [percentile(s["hist"], 0.99) for s in slices]
+def slice_figures(got: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Each slice's own figures (what the JSON keeps: the histograms
+    themselves would be megabytes)."""
+    return {
+        name: [
+            {
+                "requests": sum(s["hist"].values()),
+                "p50": percentile(s["hist"], 0.5),
+                "p99": percentile(s["hist"], 0.99),
+                "cpu0_other": s["cpu0_other"],
+            }
+            for s in slices
+        ]
+        for name, slices in got.items()
+    }
 
 
 def verdict_rate(
@@ -143,12 +156,13 @@ def verdict_rate(
     return wins / trials
 
 
-def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
+def analyse(got: dict[str, list[dict]], figures: dict[str, list[dict]], rng: random.Random) -> dict:
     out: dict = {"servers": {}}
+    p99s_by = {name: [f["p99"] for f in figs] for name, figs in figures.items()}
     for name, slices in got.items():
         pool = merge([s["hist"] for s in slices])
-        p99s = slice_p99s(slices)
-        others = [s["cpu0_other"] for s in slices if s["cpu0_other"] is not None]
+        p99s = p99s_by[name]
+        others = [f["cpu0_other"] for f in figures[name] if f["cpu0_other"] is not None]
         q1, med, q3 = statistics.quantiles(p99s, n=4)
         out["servers"][name] = {
             "requests": sum(pool.values()),
@@ -162,7 +176,6 @@ def analyse(got: dict[str, list[dict]], rng: random.Random) -> dict:
             "slice_p99_quartiles": [q1, q3],
             "cpu0_other_median": statistics.median(others) if others else None,
         }
-    p99s_by = {name: slice_p99s(slices) for name, slices in got.items()}
     hists_by = {name: [s["hist"] for s in slices] for name, slices in got.items()}
     out["bootstrap"] = {}
     for k in (5, 15):
@@ -250,9 +263,7 @@ def main() -> int:
     a = p.parse_args()
     if a.rounds < 2:
         p.error("--rounds: at least 2 (quartiles need two slices)")
-    # SIGTERM runs the finally blocks, which stop the servers (they run in
-    # sessions of their own, so a plain kill would leave them behind)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     cases = []
     for name in a.apps.split(","):
         if name not in CASE_BY_NAME:
@@ -290,7 +301,7 @@ def main() -> int:
         running = []
         try:
             for si, srv in enumerate(servers):
-                if srv.hello_only and case.name != "hello":
+                if not srv.serves(case):
                     continue
                 r = Running(srv, case.module, 18500 + ci * 10 + si, case.path)
                 running.append(r)
@@ -302,20 +313,8 @@ def main() -> int:
         finally:
             for r in running:
                 r.stop()
-        res["apps"][case.name] = a_res = analyse(got, rng)
-        # per-slice figures only: the histograms themselves would be megabytes
-        res["slices"][case.name] = {
-            n: [
-                {
-                    "requests": sum(s["hist"].values()),
-                    "p50": percentile(s["hist"], 0.5),
-                    "p99": percentile(s["hist"], 0.99),
-                    "cpu0_other": s["cpu0_other"],
-                }
-                for s in sl
-            ]
-            for n, sl in got.items()
-        }
+        res["slices"][case.name] = figures = slice_figures(got)
+        res["apps"][case.name] = a_res = analyse(got, figures, rng)
         log(
             f"{case.name}: "
             + ", ".join(

@@ -17,7 +17,7 @@ from . import memory, report, wire
 from .cases import CASE_BY_NAME, CASES, QUICK_CASES
 from .loadgen import SCENARIOS, combine, wrk
 from .servers import BENCH_DIR, SERVER_CLASSES, SERVER_ORDER, Running
-from .util import log, set_log_file
+from .util import exit_on_sigterm, log, set_log_file
 
 # A wrk run during which other processes used more than this share of the
 # server's core is repeated (at most RETRIES_IF_DISTURBED times).
@@ -74,10 +74,6 @@ def _cmd(args):
         return "?"
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(f"stopped by signal {signum}")  # runs the finally blocks: servers stop
-
-
 def measure(r: Running, c, scen: str, seconds: int, rep: int, res: dict) -> dict:
     """One wrk run of one server, repeated (at most RETRIES_IF_DISTURBED
     times) while other processes took a share of the server's core: that
@@ -96,7 +92,7 @@ def measure(r: Running, c, scen: str, seconds: int, rep: int, res: dict) -> dict
 
 
 def main(argv=None) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     a = parse_args(argv)
     q = a.quick
     repeat = a.repeat or (1 if q else 3)
@@ -111,6 +107,9 @@ def main(argv=None) -> int:
     # The 1-connection scenario is measured longer, for every server alike:
     # its p99 is the noisiest number in the run (see benchmarks/README.md).
     slices_1, slice_s_1 = slicing(duration_1)
+    # scenario -> (slices per run, seconds per slice)
+    slicing_of = {scen: (slices_1, slice_s_1) if scen == "ka1" else (slices, slice_s)
+                  for scen in SCENARIOS}
     warmup = a.warmup or 1
     mem_small, mem_large = 1_000, (20_000 if q else 200_000)
     n_idle = a.idle_conns or (1_000 if q else 10_000)
@@ -193,13 +192,12 @@ def main(argv=None) -> int:
         if c.module not in modules:
             modules.append(c.module)
     def n_servers(c) -> int:
-        return sum(1 for s in servers if not s.hello_only or c.name == "hello")
+        return sum(1 for s in servers if s.serves(c))
 
     n_meas = sum(len(c.scenarios) * n_servers(c) for c in cases) * repeat
     # seconds of wrk (plus ~0.25 s start-up per slice) per measurement of each scenario
-    meas_s = {scen: (slices_1 if scen == "ka1" else slices)
-              * ((slice_s_1 if scen == "ka1" else slice_s) + 0.25) for scen in SCENARIOS}
-    n_pairs = sum(1 for c in cases for s in servers if not s.hello_only or c.name == "hello")
+    meas_s = {scen: n * (s + 0.25) for scen, (n, s) in slicing_of.items()}
+    n_pairs = sum(n_servers(c) for c in cases)
     est_perf = 0 if a.no_perf else (
         sum(meas_s[scen] * n_servers(c) for c in cases for scen in c.scenarios) * repeat
         + n_pairs * (warmup + 0.5))
@@ -218,7 +216,7 @@ def main(argv=None) -> int:
         mcases = [c for c in cases if c.module == module]
         running: list[Running] = []
         for si, srv in enumerate(servers):
-            if srv.hello_only and module != "hello":
+            if not any(srv.serves(c) for c in mcases):
                 continue
             port = port_base + mi * 10 + si
             r = Running(srv, module, port, mcases[0].path)
@@ -239,15 +237,13 @@ def main(argv=None) -> int:
                     for c in mcases:
                         for scen in c.scenarios:
                             order = running[rep % len(running):] + running[:rep % len(running)]
-                            order = [r for r in order
-                                     if not (r.server.hello_only and c.name != "hello")]
+                            order = [r for r in order if r.server.serves(c)]
                             # Each repeat is `slices` short wrk runs per server,
                             # the servers taking turns: the machine's speed
                             # changes every second or so (see README), and
                             # turns spread those changes over every server.
                             got: dict[str, list[dict]] = {r.server.name: [] for r in order}
-                            n_sl, sl_s = (slices_1, slice_s_1) if scen == "ka1" else (slices,
-                                                                                      slice_s)
+                            n_sl, sl_s = slicing_of[scen]
                             for _ in range(n_sl):
                                 for r in order:
                                     if r.proc.poll() is not None:
@@ -274,7 +270,7 @@ def main(argv=None) -> int:
             if not a.no_wire:
                 for c in mcases:
                     for r in running:
-                        if r.server.hello_only and c.name != "hello":
+                        if not r.server.serves(c):
                             continue
                         if r.proc.poll() is not None:
                             continue

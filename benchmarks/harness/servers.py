@@ -29,6 +29,9 @@ class Server:
         self.workdir = workdir
         self.notes: list[str] = []
 
+    def serves(self, case) -> bool:
+        return not self.hello_only or case.name == "hello"
+
     def available(self) -> str | None:
         """None when usable, else the reason it is skipped."""
         return None

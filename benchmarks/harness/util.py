@@ -19,6 +19,12 @@ def set_log_file(path: str) -> None:
     _log_file = open(path, "a", buffering=1)
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM handler: exiting runs the finally blocks, which stop the
+    servers (they run in sessions of their own, so a kill would miss them)."""
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def log(msg: str) -> None:
     line = time.strftime("%H:%M:%S ") + msg
     print(line, flush=True)
