@@ -1,28 +1,26 @@
-//! ferrule's Rust engine, built as the extension module `ferrule._ferrule`.
+//! ferrule's extension module `ferrule._ferrule`: the thin Python face of
+//! the engine crate (`crates/engine`, which knows no Python).
 //!
-//! Layers (one-way): `http1` (sans-IO codec) -> `engine` (tokio connection
-//! driver, listener, the asyncio selector's epoll) -> `asgi` (scope,
-//! receive, send) -> `pyengine` (the `Engine` class Python sees).
+//! Layers (one-way): `ferrule_engine` (codec, drivers, runtime) ->
+//! [`bridge`] (ASGI: scope, receive, send, the request task; the only
+//! layer holding Python objects) -> [`py`] (the `Engine` class).
 
-pub mod asgi;
-pub mod engine;
-pub mod http1;
-pub mod pyengine;
-pub mod task;
+pub mod bridge;
+pub mod py;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<pyengine::Engine>()?;
-    m.add_class::<asgi::Receive>()?;
-    m.add_class::<asgi::Sender>()?;
-    m.add_class::<task::RequestTask>()?;
+    m.add_class::<py::engine::Engine>()?;
+    m.add_class::<bridge::http::Receive>()?;
+    m.add_class::<bridge::http::Sender>()?;
+    m.add_class::<bridge::task::RequestTask>()?;
     m.add(
         "ClientDisconnected",
-        m.py().get_type::<asgi::ClientDisconnected>(),
+        m.py().get_type::<bridge::errors::ClientDisconnected>(),
     )?;
-    m.add("EVENT_READ", engine::poller::EVENT_READ)?;
-    m.add("EVENT_WRITE", engine::poller::EVENT_WRITE)?;
+    m.add("EVENT_READ", ferrule_engine::runtime::poller::EVENT_READ)?;
+    m.add("EVENT_WRITE", ferrule_engine::runtime::poller::EVENT_WRITE)?;
     Ok(())
 }

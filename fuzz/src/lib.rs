@@ -1,4 +1,4 @@
-//! The sans-IO codec, compiled on its own for fuzzing.
+//! The fuzz targets use the engine crate's sans-IO codec directly; the
+//! engine crate has no pyo3, so fuzzing needs no libpython.
 
-#[path = "../../src/http1/mod.rs"]
-pub mod http1;
+pub use ferrule_engine::proto::h1 as http1;

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError
-from .importer import ImportFromStringError
-
 if TYPE_CHECKING:
+    from .config import Config, ConfigError
+    from .importer import ImportFromStringError
     from .server import Server
 
 __all__ = [
@@ -44,8 +43,19 @@ __version__ = _read_version()
 
 
 def __getattr__(name: str) -> Any:
-    # Server lives next to the compiled engine; import it only when asked, so
-    # the CLI and Config load even while the extension is being rebuilt.
+    # Imported when first asked for.  Server lives next to the compiled
+    # engine, so the CLI and Config load even while the extension is being
+    # rebuilt; and importing the package imports none of its modules, so
+    # `python -m ferrule.options` runs the module it names (not a copy of one
+    # already imported, which runpy warns about).
+    if name in ("Config", "ConfigError"):
+        from . import config
+
+        return getattr(config, name)
+    if name == "ImportFromStringError":
+        from .importer import ImportFromStringError
+
+        return ImportFromStringError
     if name == "Server":
         from .server import Server
 
@@ -61,9 +71,11 @@ def run(app: Any, **kwargs: Any) -> None:
     raises ``SystemExit`` with the server's status when it is not 0 (e.g. a
     failed lifespan startup).
     """
+    from .config import Config
+    from .supervisor import serve
+
     config = Config(app, **kwargs)
     config.setup_logging()
-    from .supervisor import serve
 
     try:
         status = serve(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Awaitable, Callable, ClassVar, Coroutine, Mapping
 
 EVENT_READ: int
 EVENT_WRITE: int
@@ -55,31 +55,13 @@ class Engine:
     """A listening socket plus the tokio runtime that serves it; also the
     selector behind ferrule's asyncio loop."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        *,
-        fd: int | None = None,
-        uds: str | None = None,
-        backlog: int = 2048,
-        server_header: bool = True,
-        date_header: bool = True,
-        headers: list[tuple[str, str]] = ...,
-        timeout_keep_alive: float = 5.0,
-        timeout_request_header: float = 10.0,
-        root_path: str = "",
-        max_head_bytes: int = 65536,
-        max_headers: int = 100,
-        max_target_bytes: int = 8192,
-        body_buffer: int = 65536,
-        write_high_water: int = 65536,
-        timeout_request_body: float = 30.0,
-        timeout_send: float = 30.0,
-        max_body_size: int | None = None,
-        limit_concurrency: int | None = None,
-        forwarded_allow_ips: list[str] = ...,
-    ) -> None: ...
+    #: The keys ``__init__`` reads (Config's option names); it refuses
+    #: unknown and missing keys.
+    OPTIONS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        """Binds as ``options`` say: ``Config.engine_options()``."""
+
     @property
     def bound_address(self) -> tuple[str, int]:
         """``(host, port)`` bound (port 0 resolved), or ``(path, 0)``."""

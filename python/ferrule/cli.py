@@ -13,13 +13,23 @@ import os
 import platform
 import sys
 import traceback
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
-from .config import LIFESPAN_MODES, Config, ConfigError
+from .config import Config, ConfigError
 from .importer import ImportFromStringError
+from .options import BY_NAME, OPTIONS, Invalid, Option
 
-__all__ = ["build_parser", "main", "version_string"]
+__all__ = [
+    "OptionError",
+    "Settings",
+    "build_parser",
+    "config_from_args",
+    "main",
+    "resolve",
+    "version_string",
+]
 
 PROG = "ferrule"
 
@@ -51,277 +61,126 @@ class _LazyVersion(argparse.Action):
         parser.exit(0)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port value: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"invalid port value: {text!r} (must be 0-65535)"
-        )
-    return value
+class OptionError(ConfigError):
+    """A bad option value and where it came from, for the one-line error:
+    ``source`` is ``"argument --port"`` or ``"environment variable
+    FERRULE_PORT"``."""
+
+    def __init__(self, option: str, message: str, source: str) -> None:
+        super().__init__(option, message)
+        self.source = source
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+def _argument_type(option: Option) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
-        return value
+            return option.from_text(text)
+        except Invalid as exc:
+            # argparse prints this message after "argument --flag:"; a plain
+            # ValueError would become "invalid parse value".
+            raise argparse.ArgumentTypeError(exc.message(text)) from None
 
     return parse
 
 
-_non_negative_int = _int_at_least(0)
-_positive_int = _int_at_least(1)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid number of seconds: {text!r}"
-        ) from None
-    if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return int(value) if value.is_integer() else value
-
-
-def _header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(
-            f"invalid header {text!r} (expected NAME:VALUE)"
-        )
-    return name, value.strip()
+def _help(option: Option) -> str:
+    text = option.help
+    if option.default_text:
+        text += f" [default: {option.default_text}]"
+    text += f" [env: {option.env}]"
+    return text.replace("%", "%%")  # argparse %-formats help strings
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser, one flag per entry of :data:`ferrule.options.OPTIONS`.
+
+    Options not given are absent from the namespace (``default=SUPPRESS``),
+    so :func:`resolve` can tell them from a flag given with the default
+    value and look at the environment instead.
+    """
     p = _Parser(
         prog=PROG,
         description="Run an ASGI application with ferrule (Rust engine).",
         usage="%(prog)s [OPTIONS] APP",
+        epilog="Each option can also be set by the environment variable shown "
+        "as [env: ...]; a flag on the command line wins.",
         allow_abbrev=False,
     )
-    bool_opt = argparse.BooleanOptionalAction
     p.add_argument(
         "app", metavar="APP", help='The ASGI application, as "module:attribute".'
     )
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="Bind socket to this host. [default: 127.0.0.1]",
-    )
-    p.add_argument(
-        "--port",
-        type=_port,
-        default=8000,
-        help="Bind socket to this port; 0 picks a free port. [default: 8000]",
-    )
-    p.add_argument("--uds", metavar="PATH", help="Bind to a UNIX domain socket.")
-    p.add_argument(
-        "--fd",
-        type=_non_negative_int,
-        help="Bind to the socket from this file descriptor.",
-    )
-    p.add_argument(
-        "--factory",
-        action="store_true",
-        help="Treat APP as a factory: call it with no arguments to get the app.",
-    )
-    p.add_argument(
-        "--app-dir",
-        default=".",
-        metavar="DIR",
-        help="Look for APP in this directory (prepended to sys.path). [default: .]",
-    )
-    p.add_argument(
-        "--lifespan",
-        choices=LIFESPAN_MODES,
-        default="auto",
-        help="Lifespan protocol: auto, on or off. [default: auto]",
-    )
-    p.add_argument(
-        "--log-level",
-        choices=["critical", "error", "warning", "info", "debug", "trace"],
-        default="info",
-        help="Log level. [default: info]",
-    )
-    p.add_argument(
-        "--access-log",
-        action=bool_opt,
-        default=True,
-        help="Enable/disable the access log.",
-    )
-    p.add_argument(
-        "--use-colors",
-        action=bool_opt,
-        default=None,
-        help="Enable/disable coloured log output (default: only on a terminal).",
-    )
-    p.add_argument(
-        "--root-path",
-        default="",
-        help="Set the ASGI 'root_path' for apps mounted below a URL prefix.",
-    )
-    p.add_argument(
-        "--timeout-keep-alive",
-        type=_seconds,
-        default=5,
-        metavar="SECONDS",
-        help="Close idle keep-alive connections after this long. [default: 5]",
-    )
-    p.add_argument(
-        "--timeout-graceful-shutdown",
-        type=_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="Wait at most this long for in-flight requests at shutdown.",
-    )
-    p.add_argument(
-        "--limit-concurrency",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="Answer 503 beyond this many concurrent connections or tasks.",
-    )
-    p.add_argument(
-        "--limit-max-requests",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="Stop the worker after this many requests.",
-    )
-    p.add_argument(
-        "--limit-max-requests-jitter",
-        type=_non_negative_int,
-        default=0,
-        metavar="N",
-        help="Add a random 0..N to --limit-max-requests so workers do not recycle together.",
-    )
-    p.add_argument(
-        "--limit-request-head-size",
-        type=_positive_int,
-        default=65536,
-        metavar="BYTES",
-        help="Largest request head (request line and headers); 431 beyond.",
-    )
-    p.add_argument(
-        "--limit-request-fields",
-        type=_positive_int,
-        default=100,
-        metavar="N",
-        help="Most header fields in a request (at most 100); 431 beyond.",
-    )
-    p.add_argument(
-        "--limit-request-line",
-        type=_positive_int,
-        default=8192,
-        metavar="BYTES",
-        help="Longest request target; 414 beyond.",
-    )
-    p.add_argument(
-        "--limit-request-body",
-        type=_non_negative_int,
-        default=None,
-        metavar="BYTES",
-        help="Largest request body; 413 beyond (checked as bytes arrive).",
-    )
-    p.add_argument(
-        "--timeout-request-header",
-        type=_seconds,
-        default=10,
-        metavar="SECONDS",
-        help="Deadline for a whole request head to arrive (slowloris guard).",
-    )
-    p.add_argument(
-        "--timeout-request-body",
-        type=_seconds,
-        default=30,
-        metavar="SECONDS",
-        help="Idle time allowed while the app waits for request body bytes.",
-    )
-    p.add_argument(
-        "--timeout-send",
-        type=_seconds,
-        default=30,
-        metavar="SECONDS",
-        help="Close a connection whose client stops reading for this long.",
-    )
-    p.add_argument(
-        "--backlog",
-        type=_positive_int,
-        default=2048,
-        metavar="N",
-        help="Maximum number of pending connections. [default: 2048]",
-    )
-    p.add_argument(
-        "--header",
-        dest="headers",
-        action="append",
-        type=_header,
-        default=[],
-        metavar="NAME:VALUE",
-        help="Add a response header (repeatable).",
-    )
-    p.add_argument(
-        "--server-header",
-        action=bool_opt,
-        default=True,
-        help="Enable/disable the 'Server: ferrule' header.",
-    )
-    p.add_argument(
-        "--date-header",
-        action=bool_opt,
-        default=True,
-        help="Enable/disable the 'Date' header.",
-    )
-    p.add_argument(
-        "--log-config",
-        metavar="FILE",
-        default=None,
-        help="Logging configuration file (.ini for fileConfig, or .json).",
-    )
-    p.add_argument(
-        "--reload",
-        action="store_true",
-        help="Restart the server when Python files change (development).",
-    )
-    p.add_argument(
-        "--reload-dir",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="Directory to watch with --reload (repeatable; default: the current directory).",
-    )
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="Number of worker processes. [default: 1]",
-    )
-    p.add_argument(
-        "--proxy-headers",
-        action=bool_opt,
-        default=True,
-        help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips.",
-    )
-    p.add_argument(
-        "--forwarded-allow-ips",
-        metavar="IPS",
-        default=None,
-        help="Comma-separated addresses/networks trusted for proxy headers, or '*'. "
-        "[default: $FORWARDED_ALLOW_IPS or 127.0.0.1]",
-    )
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {
+            "dest": option.name,
+            "default": argparse.SUPPRESS,
+            "help": _help(option),
+        }
+        if option.style == "toggle":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif option.style == "switch":
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = _argument_type(option)
+            kwargs["metavar"] = option.metavar
+            kwargs["choices"] = option.choices
+            if option.repeatable:
+                kwargs["action"] = "append"
+        p.add_argument(option.flag, **kwargs)
     p.add_argument("--version", action=_LazyVersion)
     return p
+
+
+@dataclass
+class Settings:
+    """Every option's value (the flag's, else the environment variable's,
+    else the default) and where each came from, for error messages."""
+
+    app: str
+    values: dict[str, Any]
+    sources: dict[str, str]
+
+    def source(self, option: str) -> str:
+        return self.sources.get(option, "argument APP")
+
+    def config(self) -> Config:
+        kwargs = {
+            name: value
+            for name, value in self.values.items()
+            if not BY_NAME[name].cli_only
+        }
+        try:
+            return Config(self.app, **kwargs)
+        except ConfigError as exc:
+            source = self.source(exc.option)
+            raise OptionError(exc.option, exc.message, source) from None
+
+
+def resolve(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The options of ``args``, with the environment (``os.environ`` unless
+    given) for those not on the command line; raises :class:`OptionError`
+    for a bad environment variable."""
+    if environ is None:
+        environ = os.environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        if hasattr(args, option.name):
+            values[option.name] = getattr(args, option.name)
+            sources[option.name] = f"argument {option.flag}"
+        elif option.env in environ:
+            source = f"environment variable {option.env}"
+            text = environ[option.env]
+            try:
+                values[option.name] = option.from_env(text)
+            except Invalid as exc:
+                raise OptionError(option.name, exc.message(text), source) from None
+            sources[option.name] = source
+        else:
+            values[option.name] = option.default
+            sources[option.name] = f"argument {option.flag}"
+    return Settings(args.app, values, sources)
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
@@ -350,71 +209,36 @@ def _print_app_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
-def _flag_for(option: str) -> str:
-    if option == "app":
-        return "APP"
-    if option == "headers":
-        return "--header"
-    return "--" + option.replace("_", "-")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(
-        app=args.app,
-        host=args.host,
-        port=args.port,
-        uds=args.uds,
-        fd=args.fd,
-        factory=args.factory,
-        app_dir=args.app_dir,
-        lifespan=args.lifespan,
-        log_level=args.log_level,
-        access_log=args.access_log,
-        use_colors=args.use_colors,
-        root_path=args.root_path,
-        timeout_keep_alive=args.timeout_keep_alive,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-        limit_concurrency=args.limit_concurrency,
-        limit_max_requests=args.limit_max_requests,
-        limit_max_requests_jitter=args.limit_max_requests_jitter,
-        limit_request_head_size=args.limit_request_head_size,
-        limit_request_fields=args.limit_request_fields,
-        limit_request_line=args.limit_request_line,
-        limit_request_body=args.limit_request_body,
-        timeout_request_header=args.timeout_request_header,
-        timeout_request_body=args.timeout_request_body,
-        timeout_send=args.timeout_send,
-        backlog=args.backlog,
-        headers=args.headers,
-        server_header=args.server_header,
-        date_header=args.date_header,
-        log_config=args.log_config,
-        workers=args.workers,
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-    )
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Config:
+    """The Config of a parsed command line (see :func:`resolve`); raises
+    :class:`OptionError` (a :class:`ConfigError`) naming the flag or variable."""
+    return resolve(args, environ).config()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        _fail(f"argument {_flag_for(exc.option)}: {exc.message}")
+        settings = resolve(args)
+        config = settings.config()
+    except OptionError as exc:
+        _fail(f"{exc.source}: {exc.message}")
 
     try:
         config.setup_logging()
     except ConfigError as exc:
-        _fail(f"argument --log-config: {exc.message}")
+        _fail(f"{settings.source('log_config')}: {exc.message}")
 
-    if args.reload:
+    if settings.values["reload"]:
         # The parent never imports the app: each restarted child does.
         from .reloader import Reloader
 
         raw = sys.argv[1:] if argv is None else list(argv)
+        dirs = list(settings.values["reload_dir"])
         try:
-            status = Reloader(config, raw, args.reload_dir).run()
+            status = Reloader(config, raw, dirs).run()
         except KeyboardInterrupt:
             status = 0
         if status:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Callable, Literal, Union
 
-from . import logs
+from . import logs, options
 from .importer import import_from_string
 
 __all__ = ["ASGIApp", "Config", "ConfigError", "LIFESPAN_MODES", "LOG_LEVELS"]
@@ -18,12 +18,8 @@ ASGIApp = Callable[..., Any]
 LifespanMode = Literal["auto", "on", "off"]
 HeaderInput = Union[tuple[str, str], list[str], str]
 
-LIFESPAN_MODES: tuple[str, ...] = ("auto", "on", "off")
+LIFESPAN_MODES = options.LIFESPAN_MODES
 LOG_LEVELS = logs.LOG_LEVELS
-
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
 
 
 class ConfigError(ValueError):
@@ -35,90 +31,35 @@ class ConfigError(ValueError):
         self.message = message
 
 
-def _int_option(
-    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
-) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(name, f"must be <= {maximum}, got {value}")
-    return value
-
-
-def _optional_int(name: str, value: Any, *, minimum: int) -> int | None:
-    if value is None:
-        return None
-    return _int_option(name, value, minimum=minimum)
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, f"expected a number of seconds, got {value!r}")
-    if value != value or value < 0:  # NaN or negative
-        raise ConfigError(name, f"must be a non-negative number, got {value!r}")
-    return value
-
-
-def _bool_option(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(name, f"expected True or False, got {value!r}")
-    return value
-
-
-def _parse_header(item: HeaderInput) -> tuple[str, str]:
-    if isinstance(item, str):
-        name, sep, value = item.partition(":")
-        if not sep:
-            raise ConfigError("headers", f"expected 'name:value', got {item!r}")
-        name, value = name.strip(), value.strip()
-    else:
-        try:
-            name, value = item
-        except (TypeError, ValueError):
-            raise ConfigError(
-                "headers", f"expected a (name, value) pair, got {item!r}"
-            ) from None
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ConfigError(
-                "headers", f"name and value must be strings, got {item!r}"
-            )
-    if not name or not set(name) <= _TOKEN_CHARS:
-        raise ConfigError("headers", f"invalid header name {name!r}")
-    if any(ch in value for ch in "\r\n\0"):
-        raise ConfigError("headers", f"invalid header value for {name!r}")
+def _valid(name: str, value: Any) -> Any:
+    """``value`` as the option table's rule for ``name`` keeps it, or
+    :class:`ConfigError` naming the option."""
     try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ConfigError(
-            "headers", f"header value for {name!r} is not latin-1"
-        ) from None
-    return name, value
+        return options.BY_NAME[name].check(value)
+    except options.Invalid as exc:
+        raise ConfigError(name, exc.message(value)) from None
 
 
-def _parse_trusted(value: Any) -> list[str]:
-    if value is None:
-        value = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-    if isinstance(value, str):
-        items = [item.strip() for item in value.split(",")]
-    elif isinstance(value, Iterable):
-        items = [item.strip() if isinstance(item, str) else item for item in value]
-    else:
-        raise ConfigError("forwarded_allow_ips", f"expected a string, got {value!r}")
-    result = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigError("forwarded_allow_ips", f"expected strings, got {item!r}")
-        if item:
-            result.append(item)
-    return result
+def _from_environment(name: str, unset: Any) -> Any:
+    """The option's value from its environment variable, ``unset`` without one."""
+    option = options.BY_NAME[name]
+    text = os.environ.get(option.env)
+    if text is None:
+        return unset
+    try:
+        return option.from_env(text)
+    except options.Invalid as exc:
+        raise ConfigError(name, f"{option.env}: {exc.message(text)}") from None
 
 
 class Config:
     """All server options.  Validation happens here: a bad value raises
     :class:`ConfigError` (a ``ValueError``) whose message starts with the
     option name.
+
+    The options, their defaults and their rules are the table in
+    :mod:`ferrule.options`; the keyword parameters below repeat its names and
+    defaults for users and type checkers (a test keeps the two equal).
 
     Derived, read-only attributes for the engine:
 
@@ -127,6 +68,10 @@ class Config:
       name casing as given), to add to every response.
     * ``trusted_hosts``: ``forwarded_allow_ips`` as a list (``"*"`` = all).
     * ``loaded_app``: the ASGI callable once :meth:`load_app` has run.
+
+    ``asyncio_tasks=None`` reads ``FERRULE_ASYNCIO_TASKS`` (1, true, yes, on;
+    off when unset); ``forwarded_allow_ips=None`` reads
+    ``FORWARDED_ALLOW_IPS`` (``127.0.0.1`` when unset).
     """
 
     def __init__(
@@ -163,6 +108,7 @@ class Config:
         proxy_headers: bool = True,
         forwarded_allow_ips: str | list[str] | None = None,
         use_colors: bool | None = None,
+        asyncio_tasks: bool | None = None,
     ) -> None:
         if not (isinstance(app, str) or callable(app)):
             raise ConfigError(
@@ -172,101 +118,80 @@ class Config:
             raise ConfigError("app", "empty import string")
         self.app = app
 
-        if not isinstance(host, str) or not host:
-            raise ConfigError("host", f"expected a host name or address, got {host!r}")
-        self.host = host
-        self.port = _int_option("port", port, minimum=0, maximum=65535)
-        if uds is not None and not isinstance(uds, (str, os.PathLike)):
-            raise ConfigError("uds", f"expected a path, got {uds!r}")
-        self.uds: str | None = os.fspath(uds) if uds is not None else None
-        self.fd = _optional_int("fd", fd, minimum=0)
+        # Every rule lives in the option table (ferrule.options); the
+        # annotations give type checkers what the checks return.
+        self.host: str = _valid("host", host)
+        self.port: int = _valid("port", port)
+        self.uds: str | None = _valid("uds", uds)
+        self.fd: int | None = _valid("fd", fd)
         if self.uds is not None and self.fd is not None:
             raise ConfigError("fd", "cannot be combined with uds")
-        self.factory = _bool_option("factory", factory)
-        if app_dir is not None and not isinstance(app_dir, (str, os.PathLike)):
-            raise ConfigError("app_dir", f"expected a directory, got {app_dir!r}")
-        self.app_dir: str | None = os.fspath(app_dir) if app_dir is not None else None
+        self.factory: bool = _valid("factory", factory)
+        self.app_dir: str | None = _valid("app_dir", app_dir)
 
-        if lifespan not in LIFESPAN_MODES:
-            raise ConfigError(
-                "lifespan", f"expected one of auto, on, off, got {lifespan!r}"
-            )
-        self.lifespan: LifespanMode = lifespan
-        try:
-            self.log_level_no = logs.resolve_log_level(log_level)
-        except ValueError as exc:
-            raise ConfigError("log_level", str(exc)) from None
-        self.log_level = log_level
-        self.access_log = _bool_option("access_log", access_log)
-        if use_colors is not None:
-            _bool_option("use_colors", use_colors)
-        self.use_colors = use_colors
+        self.lifespan: LifespanMode = _valid("lifespan", lifespan)
+        self.log_level: str | int = _valid("log_level", log_level)
+        self.log_level_no = logs.resolve_log_level(self.log_level)
+        self.access_log: bool = _valid("access_log", access_log)
+        self.use_colors: bool | None = _valid("use_colors", use_colors)
 
-        if not isinstance(root_path, str):
-            raise ConfigError("root_path", f"expected a string, got {root_path!r}")
-        if root_path and not root_path.startswith("/"):
-            raise ConfigError("root_path", f"must start with '/', got {root_path!r}")
-        self.root_path = root_path.rstrip("/")
+        self.root_path: str = _valid("root_path", root_path)
 
-        self.timeout_keep_alive = _seconds("timeout_keep_alive", timeout_keep_alive)
-        self.timeout_graceful_shutdown = (
-            None
-            if timeout_graceful_shutdown is None
-            else _seconds("timeout_graceful_shutdown", timeout_graceful_shutdown)
+        self.timeout_keep_alive: float = _valid(
+            "timeout_keep_alive", timeout_keep_alive
         )
-        self.limit_concurrency = _optional_int(
-            "limit_concurrency", limit_concurrency, minimum=1
+        self.timeout_graceful_shutdown: float | None = _valid(
+            "timeout_graceful_shutdown", timeout_graceful_shutdown
         )
-        self.limit_max_requests = _optional_int(
-            "limit_max_requests", limit_max_requests, minimum=1
+        self.limit_concurrency: int | None = _valid(
+            "limit_concurrency", limit_concurrency
         )
-        self.limit_max_requests_jitter = _int_option(
-            "limit_max_requests_jitter", limit_max_requests_jitter, minimum=0
+        self.limit_max_requests: int | None = _valid(
+            "limit_max_requests", limit_max_requests
         )
-        self.timeout_request_header = _seconds(
+        self.limit_max_requests_jitter: int = _valid(
+            "limit_max_requests_jitter", limit_max_requests_jitter
+        )
+        self.timeout_request_header: float = _valid(
             "timeout_request_header", timeout_request_header
         )
-        self.timeout_request_body = _seconds(
+        self.timeout_request_body: float = _valid(
             "timeout_request_body", timeout_request_body
         )
-        self.timeout_send = _seconds("timeout_send", timeout_send)
-        self.limit_request_head_size = _int_option(
-            "limit_request_head_size", limit_request_head_size, minimum=256
+        self.timeout_send: float = _valid("timeout_send", timeout_send)
+        self.limit_request_head_size: int = _valid(
+            "limit_request_head_size", limit_request_head_size
         )
-        self.limit_request_fields = _int_option(
-            "limit_request_fields", limit_request_fields, minimum=1, maximum=100
+        self.limit_request_fields: int = _valid(
+            "limit_request_fields", limit_request_fields
         )
-        self.limit_request_line = _int_option(
-            "limit_request_line", limit_request_line, minimum=16
+        self.limit_request_line: int = _valid("limit_request_line", limit_request_line)
+        self.limit_request_body: int | None = _valid(
+            "limit_request_body", limit_request_body
         )
-        self.limit_request_body = _optional_int(
-            "limit_request_body", limit_request_body, minimum=0
-        )
-        self.backlog = _int_option("backlog", backlog, minimum=1)
+        self.backlog: int = _valid("backlog", backlog)
 
-        if headers is None:
-            headers = []
-        elif isinstance(headers, (str, bytes)):
-            raise ConfigError("headers", "expected a list of (name, value) pairs")
-        self.headers: list[tuple[str, str]] = [_parse_header(h) for h in headers]
+        self.headers: list[tuple[str, str]] = _valid("headers", headers)
+        # Checked as latin-1, so written as latin-1 (the engine takes bytes).
         self.encoded_headers: list[tuple[bytes, bytes]] = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in self.headers
         ]
-        self.server_header = _bool_option("server_header", server_header)
-        self.date_header = _bool_option("date_header", date_header)
+        self.server_header: bool = _valid("server_header", server_header)
+        self.date_header: bool = _valid("date_header", date_header)
 
-        if log_config is not None and not isinstance(
-            log_config, (dict, str, os.PathLike)
-        ):
-            raise ConfigError(
-                "log_config", f"expected a dict or a file path, got {log_config!r}"
-            )
-        self.log_config = log_config
-        self.workers = _int_option("workers", workers, minimum=1)
-        self.proxy_headers = _bool_option("proxy_headers", proxy_headers)
+        self.log_config: dict[str, Any] | str | os.PathLike[str] | None = _valid(
+            "log_config", log_config
+        )
+        self.workers: int = _valid("workers", workers)
+        self.proxy_headers: bool = _valid("proxy_headers", proxy_headers)
         self.forwarded_allow_ips = forwarded_allow_ips
-        self.trusted_hosts: list[str] = _parse_trusted(forwarded_allow_ips)
+        if forwarded_allow_ips is None:
+            # uvicorn's variable, so a deployment made for uvicorn keeps working.
+            forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        self.trusted_hosts: list[str] = _valid(
+            "forwarded_allow_ips", forwarded_allow_ips
+        )
         self._trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._trusted_literals: set[str] = set()
         for item in self.trusted_hosts:
@@ -274,6 +199,12 @@ class Config:
                 self._trusted_networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 self._trusted_literals.add(item)
+
+        if asyncio_tasks is None:
+            # Lets a deployment switch without touching the code that
+            # builds the Config (as before this was an option).
+            asyncio_tasks = _from_environment("asyncio_tasks", unset=False)
+        self.asyncio_tasks: bool = _valid("asyncio_tasks", asyncio_tasks)
 
         self.loaded_app: ASGIApp | None = None
 
@@ -331,6 +262,31 @@ class Config:
             )
         except ValueError as exc:
             raise ConfigError("log_config", str(exc)) from None
+
+    # --------------------------------------------------------------- engine
+
+    def engine_options(self) -> dict[str, Any]:
+        """What the Rust engine is built from: ``Engine(config.engine_options())``.
+
+        One key per option the table marks ``engine``, by its Config name
+        (the engine refuses unknown and missing keys).
+        """
+        result = {
+            option.name: getattr(self, option.name)
+            for option in options.ENGINE_OPTIONS
+        }
+        # Where the engine needs a derived form of the option:
+        # the headers as the bytes that go on the wire, ...
+        result["headers"] = list(self.encoded_headers)
+        # ... the proxies to believe (none when proxy headers are off), ...
+        result["forwarded_allow_ips"] = (
+            list(self.trusted_hosts) if self.proxy_headers else []
+        )
+        # ... and no path to bind when the socket is inherited: a worker gets
+        # its parent's socket as ``fd`` while ``uds`` still names its file.
+        if self.fd is not None:
+            result["uds"] = None
+        return result
 
     # --------------------------------------------------------------- misc
 

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .config import Config
+from .options import OPTIONS
 from ._sockets import announce, bind, remove_uds
 
 logger = logging.getLogger("ferrule.error")
@@ -53,6 +54,17 @@ def child_argv(argv: list[str], fd: int) -> list[str]:
             continue
         out.append(arg)
     return [sys.executable, "-m", "ferrule", *out, "--fd", str(fd)]
+
+
+# The environment variables of those options: a child reading FERRULE_RELOAD
+# would reload again, FERRULE_UDS would clash with its --fd.
+_PARENT_ONLY_ENV = frozenset(o.env for o in OPTIONS if o.flag in _PARENT_ONLY)
+
+
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the child: the parent's, minus the variables of
+    the options the parent handles (as :func:`child_argv` drops their flags)."""
+    return {k: v for k, v in environ.items() if k not in _PARENT_ONLY_ENV}
 
 
 def _snapshot(dirs: Iterable[Path]) -> dict[Path, float]:
@@ -90,10 +102,11 @@ class Reloader:
             sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         cmd = child_argv(self.argv, sock.fileno())
+        env = child_env(os.environ)
         child: subprocess.Popen[bytes] | None = None
         try:
             seen = _snapshot(self.dirs)
-            child = subprocess.Popen(cmd, pass_fds=(sock.fileno(),))
+            child = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), env=env)
             while not self.should_exit:
                 time.sleep(POLL_INTERVAL)
                 now = _snapshot(self.dirs)
@@ -106,7 +119,7 @@ class Reloader:
                     )
                     _stop_child(child)
                     seen = now
-                    child = subprocess.Popen(cmd, pass_fds=(sock.fileno(),))
+                    child = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), env=env)
         finally:
             if child is not None:
                 _stop_child(child)

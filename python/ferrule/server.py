@@ -106,27 +106,7 @@ class Server:
         """Serve until stopped; returns the process exit status."""
         config = self.config
         app = config.load_app()
-        engine = Engine(
-            config.host,
-            config.port,
-            fd=config.fd,
-            uds=config.uds if config.fd is None else None,
-            backlog=config.backlog,
-            server_header=config.server_header,
-            date_header=config.date_header,
-            headers=list(config.headers),
-            timeout_keep_alive=float(config.timeout_keep_alive),
-            root_path=config.root_path,
-            timeout_request_header=float(config.timeout_request_header),
-            timeout_request_body=float(config.timeout_request_body),
-            timeout_send=float(config.timeout_send),
-            max_head_bytes=config.limit_request_head_size,
-            max_headers=config.limit_request_fields,
-            max_target_bytes=config.limit_request_line,
-            max_body_size=config.limit_request_body,
-            limit_concurrency=config.limit_concurrency,
-            forwarded_allow_ips=config.trusted_hosts if config.proxy_headers else [],
-        )
+        engine = Engine(config.engine_options())
         self._engine = engine
         self.bound_address = engine.bound_address
         loop = FerruleEventLoop(FerruleSelector(engine))
@@ -201,7 +181,7 @@ class Server:
                 state=lifespan.state,
                 access_log=_access_logger(),
                 task_name=REQUEST_TASK_NAME,
-                native_tasks=not os.environ.get("FERRULE_ASYNCIO_TASKS"),
+                native_tasks=not config.asyncio_tasks,
             )
             self.started = True
             host, port = engine.bound_address

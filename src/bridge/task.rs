@@ -19,18 +19,45 @@
 //! factory or runs in debug mode, and for apps whose call returns an
 //! awaitable that is not a coroutine.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::asyncio::{CancelledError, InvalidStateError};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyStopIteration, PySystemExit};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{ffi, intern, PyTraverseError};
 
-use crate::asgi::{ClientDisconnected, Sender};
-use crate::engine::{lock, PyRefs, Shared};
-use crate::pyengine::log_error;
+use super::errors::{is_fatal, log_error, ClientDisconnected};
+
+/// What a task reports to when its coroutine ends: the protocol side of
+/// the request (an HTTP response today; a WebSocket next).
+pub trait TaskOwner: Send + Sync {
+    /// The app's coroutine ended (`failed`: it raised). True when it left
+    /// its protocol incomplete, which the task then reports.
+    fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool>;
+}
+
+/// What every request task of one server shares: the loop and the
+/// callables it needs, and the live tasks (so a graceful shutdown can
+/// cancel what is left).
+pub struct TaskEnv {
+    pub event_loop: Py<PyAny>,
+    pub enter_task: Py<PyAny>,
+    pub leave_task: Py<PyAny>,
+    /// The name every request task reports (`get_name()`).
+    pub task_name: Py<PyAny>,
+    /// `report(exc)`: logs an app failure (None: returned without a
+    /// complete response).
+    pub report: Py<PyAny>,
+    pub slab: Mutex<TaskSlab>,
+}
+
+impl TaskEnv {
+    pub fn tasks(&self) -> MutexGuard<'_, TaskSlab> {
+        self.slab.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 enum State {
     Pending,
@@ -76,6 +103,12 @@ impl TaskSlab {
             .map(|t| t.clone_ref(py))
             .collect()
     }
+
+    /// Empties the slab (the engine is going away).
+    pub fn clear(&mut self) -> Vec<Py<RequestTask>> {
+        self.free.clear();
+        self.slots.drain(..).flatten().collect()
+    }
 }
 
 #[pyclass(module = "ferrule._ferrule", weakref)]
@@ -83,8 +116,8 @@ pub struct RequestTask {
     /// Kept after the end (like asyncio's Task) for `get_coro()`.
     coro: Py<PyAny>,
     context: Py<PyAny>,
-    send: Py<Sender>,
-    shared: Arc<Shared>,
+    owner: Arc<dyn TaskOwner>,
+    env: Arc<TaskEnv>,
     slot: usize,
     state: State,
     fut_waiter: Option<Py<PyAny>>,
@@ -168,28 +201,24 @@ fn cancelled_error(py: Python<'_>, msg: Option<Py<PyAny>>) -> Py<PyAny> {
     .into_any()
 }
 
-pub fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
-}
-
 impl RequestTask {
     /// Creates the task for `coro`, registers it and runs its first step.
     /// The caller has entered `context`. Errors are only
     /// KeyboardInterrupt/SystemExit raised by the app.
     pub fn start(
         py: Python<'_>,
-        shared: &Arc<Shared>,
+        env: &Arc<TaskEnv>,
         coro: Bound<'_, PyAny>,
         context: Bound<'_, PyAny>,
-        send: Py<Sender>,
+        owner: Arc<dyn TaskOwner>,
     ) -> PyResult<()> {
         let task = Bound::new(
             py,
             RequestTask {
                 coro: coro.unbind(),
                 context: context.unbind(),
-                send,
-                shared: shared.clone(),
+                owner,
+                env: env.clone(),
                 slot: usize::MAX,
                 state: State::Pending,
                 fut_waiter: None,
@@ -200,7 +229,7 @@ impl RequestTask {
                 name: None,
             },
         )?;
-        let slot = lock(&shared.tasks).insert(task.clone().unbind());
+        let slot = env.tasks().insert(task.clone().unbind());
         task.borrow_mut().slot = slot;
         step(&task, None)
     }
@@ -212,7 +241,7 @@ impl RequestTask {
 /// stays pending with no step to come.
 fn step(task: &Bound<'_, RequestTask>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
     let py = task.py();
-    let (coro, exc, shared) = {
+    let (coro, exc, env) = {
         let mut t = task.borrow_mut();
         if !matches!(t.state, State::Pending) {
             return Ok(());
@@ -230,45 +259,44 @@ fn step(task: &Bound<'_, RequestTask>, exc: Option<Bound<'_, PyAny>>) -> PyResul
             }
         }
         t.fut_waiter = None;
-        (t.coro.clone_ref(py), exc, t.shared.clone())
+        (t.coro.clone_ref(py), exc, t.env.clone())
     };
-    let refs = shared.refs()?;
-    let event_loop = refs.event_loop.bind(py);
-    if let Err(e) = refs.enter_task.bind(py).call1((event_loop, task)) {
+    let event_loop = env.event_loop.bind(py);
+    if let Err(e) = env.enter_task.bind(py).call1((event_loop, task)) {
         // Cannot run it as the current task: end it as failed, unstarted.
         let _ = coro.bind(py).call_method0(intern!(py, "close"));
-        return finish(task, &shared, refs, Some(e));
+        return finish(task, &env, Some(e));
     }
     let sent = match &exc {
         None => send_none(coro.bind(py)),
         Some(e) => throw(coro.bind(py), e.bind(py)),
     };
-    if let Err(e) = refs.leave_task.bind(py).call1((event_loop, task)) {
+    if let Err(e) = env.leave_task.bind(py).call1((event_loop, task)) {
         log_error(py, "ferrule: could not leave a request task", e);
     }
     match sent {
-        Sent::Yield(obj) => match on_yield(task, refs, obj) {
+        Sent::Yield(obj) => match on_yield(task, &env, obj) {
             Ok(()) => Ok(()),
             // Could not wait for what it yielded: throw the error in at the
             // next step, as asyncio does with a bad yield.
             Err(e) if is_fatal(py, &e) => Err(e),
             Err(e) => {
                 let value = e.into_value(py).into_bound(py).into_any();
-                if let Err(e) = schedule(task, refs, value) {
+                if let Err(e) = schedule(task, &env, value) {
                     let _ = coro.bind(py).call_method0(intern!(py, "close"));
-                    return finish(task, &shared, refs, Some(e));
+                    return finish(task, &env, Some(e));
                 }
                 Ok(())
             }
         },
-        Sent::Return => finish(task, &shared, refs, None),
-        Sent::Raise(e) => finish(task, &shared, refs, Some(e)),
+        Sent::Return => finish(task, &env, None),
+        Sent::Raise(e) => finish(task, &env, Some(e)),
     }
 }
 
 /// `loop.call_soon(callback, arg, context=ctx)`.
 fn call_soon(
-    refs: &PyRefs,
+    env: &TaskEnv,
     callback: &Bound<'_, PyAny>,
     arg: &Bound<'_, PyAny>,
     ctx: &Bound<'_, PyAny>,
@@ -276,7 +304,7 @@ fn call_soon(
     let py = callback.py();
     let kw = PyDict::new(py);
     kw.set_item(intern!(py, "context"), ctx)?;
-    refs.event_loop
+    env.event_loop
         .bind(py)
         .call_method(intern!(py, "call_soon"), (callback, arg), Some(&kw))?;
     Ok(())
@@ -292,22 +320,22 @@ fn cancel_future(fut: &Bound<'_, PyAny>, msg: Option<&Py<PyAny>>) -> PyResult<bo
 }
 
 /// Schedules the next step: `arg` None steps, an exception is thrown in.
-fn schedule(task: &Bound<'_, RequestTask>, refs: &PyRefs, arg: Bound<'_, PyAny>) -> PyResult<()> {
+fn schedule(task: &Bound<'_, RequestTask>, env: &TaskEnv, arg: Bound<'_, PyAny>) -> PyResult<()> {
     let ctx = task.borrow().context.clone_ref(task.py());
-    call_soon(refs, task.as_any(), &arg, ctx.bind(task.py()))
+    call_soon(env, task.as_any(), &arg, ctx.bind(task.py()))
 }
 
-fn on_yield(task: &Bound<'_, RequestTask>, refs: &PyRefs, obj: Bound<'_, PyAny>) -> PyResult<()> {
+fn on_yield(task: &Bound<'_, RequestTask>, env: &TaskEnv, obj: Bound<'_, PyAny>) -> PyResult<()> {
     let py = task.py();
     if obj.is_none() {
         // A bare `yield` (asyncio.sleep(0)): run again on the next iteration.
-        return schedule(task, refs, obj);
+        return schedule(task, env, obj);
     }
     let blocking = obj.getattr_opt(intern!(py, "_asyncio_future_blocking"))?;
     let err = match blocking {
         Some(b) if !b.is_none() => {
             let fut_loop = obj.call_method0(intern!(py, "get_loop"))?;
-            if !fut_loop.is(refs.event_loop.bind(py)) {
+            if !fut_loop.is(env.event_loop.bind(py)) {
                 format!(
                     "Task got Future {} attached to a different loop",
                     obj.repr()?
@@ -340,20 +368,14 @@ fn on_yield(task: &Bound<'_, RequestTask>, refs: &PyRefs, obj: Bound<'_, PyAny>)
         _ => format!("Task got bad yield: {}", obj.repr()?),
     };
     let exc = PyRuntimeError::new_err(err).into_value(py).into_any();
-    schedule(task, refs, exc.into_bound(py))
+    schedule(task, env, exc.into_bound(py))
 }
 
 /// The coroutine ended: settle the response, report failures, record the
 /// outcome and run the done-callbacks.
-fn finish(
-    task: &Bound<'_, RequestTask>,
-    shared: &Shared,
-    refs: &PyRefs,
-    err: Option<PyErr>,
-) -> PyResult<()> {
+fn finish(task: &Bound<'_, RequestTask>, env: &TaskEnv, err: Option<PyErr>) -> PyResult<()> {
     let py = task.py();
-    let send = task.borrow().send.clone_ref(py);
-    let sender = send.get();
+    let owner = task.borrow().owner.clone();
     let mut report: Option<Bound<'_, PyAny>> = None;
     let mut fatal = None;
     let plain_return = err.is_none();
@@ -384,14 +406,14 @@ fn finish(
             (true, State::Failed(v.unbind()))
         }
     };
-    match sender.app_done(py, failed) {
+    match owner.app_done(py, failed) {
         // Returned (not disconnected) without completing a response.
         Ok(true) if plain_return => report = Some(py.None().into_bound(py)),
         Ok(_) => {}
         Err(e) => log_error(py, "ferrule: could not finish the response", e),
     }
     if let Some(r) = report {
-        if let Err(e) = refs.report.bind(py).call1((r,)) {
+        if let Err(e) = env.report.bind(py).call1((r,)) {
             log_error(py, "ferrule: could not report an application error", e);
         }
     }
@@ -402,10 +424,10 @@ fn finish(
         (std::mem::take(&mut t.callbacks), t.slot)
     };
     // Dropped after the lock is released: a last reference may run Python.
-    let removed = lock(&shared.tasks).remove(slot);
+    let removed = env.tasks().remove(slot);
     drop(removed);
     for (cb, ctx) in callbacks {
-        call_soon(refs, cb.bind(py), task.as_any(), ctx.bind(py))?;
+        call_soon(env, cb.bind(py), task.as_any(), ctx.bind(py))?;
     }
     match fatal {
         Some(e) => Err(e),
@@ -510,13 +532,8 @@ impl RequestTask {
             }
         };
         if done {
-            let shared = slf.borrow().shared.clone();
-            call_soon(
-                shared.refs()?,
-                callback.bind(py),
-                slf.as_any(),
-                ctx.bind(py),
-            )?;
+            let env = slf.borrow().env.clone();
+            call_soon(&env, callback.bind(py), slf.as_any(), ctx.bind(py))?;
         }
         Ok(())
     }
@@ -555,13 +572,13 @@ impl RequestTask {
     }
 
     fn get_loop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(self.shared.refs()?.event_loop.clone_ref(py))
+        Ok(self.env.event_loop.clone_ref(py))
     }
 
     fn get_name(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match &self.name {
             Some(n) => Ok(n.clone_ref(py)),
-            None => Ok(self.shared.refs()?.task_name.clone_ref(py)),
+            None => Ok(self.env.task_name.clone_ref(py)),
         }
     }
 
@@ -610,7 +627,6 @@ impl RequestTask {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.coro)?;
         visit.call(&self.context)?;
-        visit.call(&self.send)?;
         if let Some(w) = &self.fut_waiter {
             visit.call(w)?;
         }

@@ -239,7 +239,7 @@ impl ChunkedDecoder {
                     b'\r' => State::EndLf,
                     b'\n' => return Err(E::BadLineEnd),
                     // Leading SP/HTAB would be obs-fold; ':' an empty name.
-                    _ if crate::http1::request::is_tchar(b) => State::TrailerName,
+                    _ if super::request::is_tchar(b) => State::TrailerName,
                     _ => return Err(E::BadTrailer),
                 }
             }
@@ -247,7 +247,7 @@ impl ChunkedDecoder {
                 self.count_trailer()?;
                 match b {
                     b':' => State::TrailerValue,
-                    _ if crate::http1::request::is_tchar(b) => State::TrailerName,
+                    _ if super::request::is_tchar(b) => State::TrailerName,
                     _ => return Err(E::BadTrailer),
                 }
             }

@@ -667,7 +667,7 @@ fn chunk_size_hex() {
 
 // ---------------------------------------------------------------- properties
 
-use crate::http1::chunked::ChunkedDecoder;
+use super::super::chunked::ChunkedDecoder;
 use proptest::prelude::*;
 
 /// Read one response back from `wire` with httparse and our chunked decoder:

@@ -58,6 +58,27 @@ impl Stream {
     pub fn is_tcp(&self) -> bool {
         matches!(self, Stream::Tcp(_))
     }
+
+    /// Wire rule 5: ACK now (TCP only), so a client whose request head
+    /// arrived in pieces sends the rest at once instead of waiting for our
+    /// delayed ACK under Nagle's algorithm.
+    pub fn quickack(&self) {
+        if !self.is_tcp() {
+            return;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: plain setsockopt on our own open socket with a valid int
+        // option value; failure only means no quick ACK.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
 }
 
 impl AsFd for Stream {

@@ -1,20 +1,14 @@
-//! Listening sockets (TCP, Unix domain, or inherited) and the accept loop.
+//! Listening sockets (TCP, Unix domain, or inherited) and accepting from them.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
 
-use super::conn::{self, Conn};
-use super::stats::Stats;
 use super::stream::Stream;
-use super::Shared;
 
 /// A bound, listening socket not yet handed to tokio.
 pub enum StdListener {
@@ -109,7 +103,8 @@ pub fn from_fd(fd: RawFd) -> io::Result<StdListener> {
     }
 }
 
-async fn accept(
+/// The next connection, set up: `TCP_NODELAY` on TCP sockets.
+pub async fn accept(
     listener: &Listener,
 ) -> io::Result<(Stream, Option<SocketAddr>, Option<SocketAddr>)> {
     match listener {
@@ -125,34 +120,4 @@ async fn accept(
             Ok((Stream::Unix(stream), None, None))
         }
     }
-}
-
-/// Accepts until aborted; each connection gets its own task.
-pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
-    loop {
-        match accept(&listener).await {
-            Ok((stream, peer, local)) => {
-                Stats::inc(&shared.stats.connections);
-                shared.stats.active_connections.fetch_add(1, Relaxed);
-                let id = shared.next_id.fetch_add(1, Relaxed);
-                let c = Arc::new(Conn::new(id, stream, peer, local, shared.clone()));
-                super::lock(&shared.conns).insert(id, c.clone());
-                shared.exec.spawn(conn::run(c));
-            }
-            Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
-                // pending connection stays in the backlog.
-                if !is_transient(&e) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-}
-
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO)
-    )
 }

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::http1::http_date;
+use crate::proto::h1::http_date;
 
 pub struct DateCache {
     cached: Mutex<(u64, [u8; 29])>,

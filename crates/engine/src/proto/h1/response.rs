@@ -91,7 +91,7 @@ const TCHAR: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = crate::http1::request::is_tchar(i as u8);
+        t[i] = super::request::is_tchar(i as u8);
         i += 1;
     }
     t

@@ -1,0 +1,225 @@
+//! The whole engine as one object: a tokio current-thread runtime, the
+//! listener, the server's shared state and the poller behind asyncio's
+//! selector. The extension module wraps it; it knows no Python.
+//!
+//! One loop iteration, as `select()` drives it:
+//! 1. [`Engine::wait`] (without the GIL): write what the last iteration
+//!    deferred, wake the drivers the loop thread scheduled, then poll the
+//!    drivers inside `block_on` until a Python fd is ready, an event is
+//!    queued, or the timeout passes;
+//! 2. [`Engine::ready_fds`]: the Python fds that are ready;
+//! 3. the bridge takes the events ([`Engine::take_events`]) and handles
+//!    them between [`Engine::begin_batch`] and [`Engine::end_batch`].
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::net::listener::{self, StdListener};
+use crate::runtime::executor::TaskId;
+use crate::runtime::lock;
+use crate::runtime::poller::Poller;
+use crate::server::accept::accept_loop;
+use crate::server::config::ServerConfig;
+use crate::server::exchange::Event;
+use crate::server::shared::Shared;
+use crate::server::stats::Stats;
+
+/// Where to listen.
+pub enum Bind {
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix(String),
+    /// An inherited listening socket (TCP or Unix).
+    Fd(i32),
+}
+
+/// How long [`Engine::wait`] may block.
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    /// Python has ready callbacks: let the I/O driver run once, then return.
+    Poll,
+    Forever,
+    For(Duration),
+}
+
+impl Wait {
+    /// asyncio's selector timeout: None = forever, <= 0 = poll.
+    pub fn from_timeout(timeout: Option<f64>) -> Self {
+        match timeout {
+            None => Wait::Forever,
+            Some(t) if t <= 0.0 || t.is_nan() => Wait::Poll,
+            Some(t) => {
+                Wait::For(Duration::try_from_secs_f64(t).unwrap_or(Duration::from_secs(86400)))
+            }
+        }
+    }
+}
+
+pub struct Engine {
+    rt: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    poller: Poller,
+    listener: Mutex<Option<StdListener>>,
+    accept: Mutex<Option<TaskId>>,
+    /// `(host, port)`, or `(path, 0)` on a Unix domain socket.
+    addr: (String, u16),
+    scratch: Mutex<Vec<libc::epoll_event>>,
+}
+
+impl Engine {
+    /// Binds (or adopts) the listening socket; serving starts with
+    /// [`Engine::start`].
+    pub fn new(cfg: ServerConfig, bind: &Bind, backlog: i32) -> io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let std_listener = match bind {
+            Bind::Fd(fd) => listener::from_fd(*fd)?,
+            Bind::Unix(path) => listener::bind_unix(path, backlog)?,
+            Bind::Tcp { host, port } => listener::bind(host, *port, backlog)?,
+        };
+        let addr = std_listener.describe()?;
+        let poller = {
+            let _guard = rt.enter();
+            Poller::new()?
+        };
+        Ok(Self {
+            rt,
+            shared: Arc::new(Shared::new(cfg)),
+            poller,
+            listener: Mutex::new(Some(std_listener)),
+            accept: Mutex::new(None),
+            addr,
+            scratch: Mutex::new(Vec::with_capacity(64)),
+        })
+    }
+
+    pub fn bound_address(&self) -> (String, u16) {
+        self.addr.clone()
+    }
+
+    /// The level-triggered epoll for the fds asyncio registers.
+    pub fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts accepting connections.
+    pub fn start(&self) -> io::Result<()> {
+        let std_listener = lock(&self.listener).take().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "listener already closed")
+        })?;
+        let _guard = self.rt.enter();
+        let l = std_listener.into_tokio()?;
+        let id = self.shared.exec.spawn(accept_loop(l, self.shared.clone()));
+        *lock(&self.accept) = Some(id);
+        Ok(())
+    }
+
+    /// Runs the engine until a Python fd is ready, an event is queued for
+    /// the bridge, or `wait` passes. Touches no Python: call it with the
+    /// GIL released.
+    pub fn wait(&self, wait: Wait) {
+        let shared = &*self.shared;
+        Stats::inc(&shared.stats.selects);
+        // The loop iteration that called us has ended: write what it
+        // deferred before waiting.
+        shared.flush_deferred();
+        let poller = &self.poller;
+        let exec = &shared.exec;
+        self.rt.block_on(async {
+            shared.wake_scheduled();
+            let mut sleep = match wait {
+                Wait::For(d) => Some(Box::pin(tokio::time::sleep(d))),
+                _ => None,
+            };
+            let mut first = true;
+            std::future::poll_fn(|cx| {
+                // Connections read and parse right here, so a parsed
+                // request returns at once (see runtime::executor).
+                exec.run_ready(cx);
+                if shared.has_events() || poller.poll_readable(cx) {
+                    return Poll::Ready(());
+                }
+                match wait {
+                    // Python is busy: let the I/O driver run once (a
+                    // non-blocking epoll_wait), so accepts and reads
+                    // progress, then return.
+                    Wait::Poll if first => {
+                        first = false;
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Wait::Poll => Poll::Ready(()),
+                    Wait::Forever => Poll::Pending,
+                    Wait::For(_) => match sleep.as_mut() {
+                        Some(s) => s.as_mut().poll(cx),
+                        None => Poll::Ready(()),
+                    },
+                }
+            })
+            .await
+        });
+    }
+
+    /// The Python fds that are ready, as `(fd, selectors events)`.
+    pub fn ready_fds(&self, out: &mut Vec<(i32, u32)>) {
+        let mut scratch = lock(&self.scratch);
+        self.poller.poll_now(&mut scratch, out);
+    }
+
+    /// Moves the queued events into `batch` (which should be empty).
+    pub fn take_events(&self, batch: &mut Vec<Event>) {
+        self.shared.take_events(batch);
+    }
+
+    /// The bridge starts handling a batch: responses that end now are
+    /// written when it ends.
+    pub fn begin_batch(&self) {
+        self.shared.set_in_dispatch(true);
+    }
+
+    pub fn end_batch(&self) {
+        self.shared.set_in_dispatch(false);
+        self.shared.flush_deferred();
+    }
+
+    /// Stops accepting; idle keep-alive connections close, busy ones close
+    /// after their current response (which carries `Connection: close`).
+    pub fn shutdown(&self) {
+        if let Some(id) = lock(&self.accept).take() {
+            let _guard = self.rt.enter();
+            self.shared.exec.cancel(id);
+        }
+        lock(&self.listener).take();
+        self.shared.begin_shutdown();
+    }
+
+    /// Requests whose response is not complete yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        self.shared.stats.snapshot()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The connection futures hold the engine's shared state (a cycle):
+        // drop them, inside the runtime their sockets and timers belong to.
+        let _guard = self.rt.enter();
+        self.shared.exec.clear();
+    }
+}

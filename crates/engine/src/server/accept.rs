@@ -1,0 +1,42 @@
+//! The accept loop: a connection driver per accepted socket.
+
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::h1;
+use super::shared::Shared;
+use super::stats::Stats;
+use crate::net::listener::{accept, Listener};
+
+/// Accepts until cancelled; each connection gets its own driver future.
+pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
+    loop {
+        match accept(&listener).await {
+            Ok((stream, peer, local)) => {
+                Stats::inc(&shared.stats.connections);
+                shared.stats.active_connections.fetch_add(1, Relaxed);
+                let conn = h1::Conn::new(shared.next_id(), stream, peer, local, shared.clone());
+                shared.register(conn.id, conn.clone());
+                shared.exec.spawn(async move {
+                    h1::driver::run(conn).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
+                // pending connection stays in the backlog.
+                if !is_transient(&e) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO)
+    )
+}

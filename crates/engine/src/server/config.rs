@@ -1,0 +1,50 @@
+//! The server's settings, fixed when the engine is built.
+
+use std::time::Duration;
+
+use crate::net::proxy::TrustedProxies;
+use crate::proto::h1::{Limits, ResponseDefaults};
+
+pub struct ServerConfig {
+    pub limits: Limits,
+    pub defaults: ResponseDefaults,
+    pub keep_alive_timeout: Duration,
+    pub header_timeout: Duration,
+    /// Idle time allowed while the app waits for request body bytes.
+    pub body_timeout: Duration,
+    /// Time allowed without write progress to a client that stops reading.
+    pub send_timeout: Duration,
+    /// Largest request body accepted (413 beyond); None = unlimited.
+    pub max_body: Option<u64>,
+    /// In-flight requests beyond which new ones get 503.
+    pub limit_concurrency: Option<usize>,
+    /// Peers whose X-Forwarded-For/-Proto set the scope's client/scheme.
+    pub proxies: TrustedProxies,
+    /// Bytes of request body buffered for an app that has not read them yet
+    /// before ferrule stops reading the socket.
+    pub body_buffer: usize,
+    /// Unsent response bytes above which `send()` suspends.
+    pub write_high_water: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            defaults: ResponseDefaults {
+                server_header: true,
+                date_header: true,
+                extra: Vec::new(),
+            },
+            keep_alive_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_body: None,
+            limit_concurrency: None,
+            proxies: TrustedProxies::default(),
+            body_buffer: 64 * 1024,
+            write_high_water: 64 * 1024,
+        }
+    }
+}

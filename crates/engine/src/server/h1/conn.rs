@@ -1,0 +1,275 @@
+//! One HTTP/1.1 connection: its socket, its [`ConnState`], and the reads
+//! and writes both of its sides use.
+//!
+//! The response is written by the loop thread (the bridge's `send()`),
+//! directly, so a small response costs one write syscall and no wake-up of
+//! the driver; the driver writes only what a full socket left over.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::BytesMut;
+use tokio::io::Interest;
+use tokio::sync::Notify;
+
+use super::super::exchange::{ConnId, Event, HttpExchange};
+use super::super::shared::{Connection, Shared};
+use super::super::stats::Stats;
+use super::state::ConnState;
+use crate::net::stream::Stream;
+use crate::proto::h1::{reason_phrase, write_simple_response};
+use crate::runtime::lock;
+
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+pub struct Conn {
+    pub id: ConnId,
+    pub stream: Stream,
+    /// Peer and local addresses (None on a Unix domain socket).
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    pub(super) state: Mutex<ConnState>,
+    /// Wakes the driver (from the loop thread, through `Shared::schedule`).
+    pub(super) wake: Notify,
+    /// The peer is a trusted proxy (`--proxy-headers`).
+    pub(super) via_proxy: bool,
+    /// This connection, for the lists that hold it (`Arc::new_cyclic`).
+    me: Weak<Conn>,
+}
+
+impl Conn {
+    pub fn new(
+        id: ConnId,
+        stream: Stream,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        shared: Arc<Shared>,
+    ) -> Arc<Self> {
+        let via_proxy = match peer {
+            Some(p) => !shared.cfg.proxies.is_empty() && shared.cfg.proxies.trusts(p.ip()),
+            None => shared.cfg.proxies.trusts_unix(),
+        };
+        Arc::new_cyclic(|me| Self {
+            id,
+            stream,
+            peer,
+            local,
+            shared,
+            state: Mutex::new(ConnState::default()),
+            wake: Notify::new(),
+            via_proxy,
+            me: me.clone(),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, ConnState> {
+        lock(&self.state)
+    }
+
+    fn arc(&self) -> Option<Arc<Conn>> {
+        self.me.upgrade()
+    }
+
+    /// From the loop thread: ask the driver to look at the state.
+    pub(super) fn schedule(&self) {
+        if let Some(me) = self.arc() {
+            self.shared.schedule(me);
+        }
+    }
+
+    /// From the loop thread: write `out` at the end of the batch.
+    pub(super) fn defer(&self) {
+        if let Some(me) = self.arc() {
+            self.shared.defer(me);
+        }
+    }
+
+    /// Tell the bridge that what a waiting call gets may have changed.
+    pub(super) fn push_wake(&self) {
+        if let Some(me) = self.arc() {
+            self.shared
+                .push_event(Event::Wake(me as Arc<dyn HttpExchange>));
+        }
+    }
+
+    /// Writes `st.out` now with one non-blocking syscall per chunk the
+    /// kernel takes. Leaves the remainder in `st.out` and marks it blocked.
+    pub(super) fn write_out(&self, st: &mut ConnState) -> io::Result<()> {
+        let out = &mut st.out;
+        while !out.buf.is_empty() {
+            Stats::inc(&self.shared.stats.write_syscalls);
+            match self.stream.try_write(&out.buf) {
+                Ok(n) => {
+                    self.shared.stats.bytes_written.fetch_add(n as u64, Relaxed);
+                    if n == out.buf.len() {
+                        out.buf.clear();
+                        if out.buf.capacity() > 256 * 1024 {
+                            out.buf.shrink_to(READ_CHUNK);
+                        }
+                    } else {
+                        out.buf.drain(..n);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    out.blocked = true;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    st.closed = true;
+                    out.buf.clear();
+                    out.blocked = false;
+                    return Err(e);
+                }
+            }
+        }
+        out.blocked = false;
+        Ok(())
+    }
+
+    /// From the loop thread: write `out` now unless the driver owns a
+    /// pending flush; a remainder is handed to the driver.
+    pub(super) fn write_now(&self, st: &mut ConnState) -> io::Result<()> {
+        if st.out.blocked {
+            return Ok(());
+        }
+        let res = self.write_out(st);
+        if st.out.blocked {
+            self.schedule();
+        }
+        res
+    }
+
+    /// Reads what is available into `buf`. Ok(0) = the peer closed.
+    pub(super) async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.stream.readable().await?;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            let spare = buf.capacity() - buf.len();
+            Stats::inc(&self.shared.stats.read_syscalls);
+            match self.stream.try_read_buf(buf) {
+                Ok(n) => {
+                    if n > 0 && n < spare {
+                        // A short read drained the socket: drop tokio's
+                        // cached readiness now instead of paying a read
+                        // syscall that returns EAGAIN next time. An edge
+                        // arriving after the read sets it again.
+                        let _ = self.stream.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Flushes `out` from the driver, waiting for writability.
+    pub(super) async fn flush(&self) -> io::Result<()> {
+        loop {
+            {
+                let mut st = self.lock();
+                self.write_out(&mut st)?;
+                if st.out.buf.is_empty() {
+                    return Ok(());
+                }
+            }
+            self.stream.writable().await?;
+        }
+    }
+
+    /// Queues a plain error response that ends the connection, unless part
+    /// of the current request's response already went out (`refused`: the
+    /// request was answered before its app started, so nothing of its own
+    /// was). Sends from the app fail from now on.
+    pub(super) fn reply_and_close(&self, status: u16, refused: bool) {
+        let shared = &self.shared;
+        let mut st = self.lock();
+        if status == 400 {
+            Stats::inc(&shared.stats.bad_requests);
+        }
+        if refused || (!st.head_written() && !st.response_done()) {
+            let date = shared.date.get();
+            write_simple_response(
+                &mut st.out.buf,
+                status,
+                reason_phrase(status).as_bytes(),
+                true,
+                &shared.cfg.defaults,
+                &date,
+            );
+        }
+        st.closed = true;
+    }
+
+    /// The socket is gone: a waiting app call hears of it.
+    pub(super) fn mark_closed(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        let waiting = st.recv_waiting || st.send_waiting;
+        drop(st);
+        if waiting {
+            self.push_wake();
+        }
+    }
+
+    /// After the driver flushed: a `send()` waiting on backpressure may go on.
+    pub(super) fn notify_if_waiting(&self) {
+        let st = self.lock();
+        let wake = st.send_waiting && st.out.buf.len() <= self.shared.cfg.write_high_water / 2;
+        drop(st);
+        if wake {
+            self.push_wake();
+        }
+    }
+}
+
+impl Connection for Conn {
+    fn wake_driver(&self) {
+        self.wake.notify_one();
+    }
+
+    fn flush_deferred(&self) {
+        let shared = &self.shared;
+        let mut st = self.lock();
+        st.out.deferred = false;
+        let failed = self.write_now(&mut st).is_err();
+        // A response that ended the usual way during the batch ends quietly
+        // now if all its bytes left; otherwise (partial write, error) its
+        // driver takes over, as for any other end.
+        let mut wake_driver = false;
+        if std::mem::take(&mut st.quiet_pending) {
+            if !failed && st.out.buf.is_empty() && !st.out.blocked && !shared.is_shutting_down() {
+                st.end_quietly(shared);
+            } else {
+                wake_driver = true;
+            }
+        }
+        let waiting = st.recv_waiting || st.send_waiting;
+        drop(st);
+        if wake_driver {
+            self.schedule();
+        }
+        if failed && waiting {
+            self.push_wake();
+        }
+    }
+
+    fn on_shutdown(&self) {
+        // A pending receive() that only waits for a disconnect now gets one.
+        if self.lock().recv_waiting {
+            self.push_wake();
+        }
+        // Connections whose response ended without waking their driver
+        // look like busy ones: wake them so they close.
+        self.schedule();
+    }
+}

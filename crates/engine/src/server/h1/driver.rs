@@ -1,0 +1,430 @@
+//! The future that serves one HTTP/1.1 connection until it closes:
+//!
+//! 1. [`Driver::read_head`]: wait for a request head (keep-alive timeout
+//!    while idle, header timeout once bytes arrived, shutdown);
+//! 2. [`Driver::run_request`]: hand it to the bridge, decode the body into
+//!    a bounded buffer, flush what the loop thread could not write, apply
+//!    the body and send timeouts;
+//! 3. [`Driver::after_response`]: keep the connection or not, skip an
+//!    unread body;
+//! 4. [`Driver::close`]: flush, FIN and linger for a graceful close, count
+//!    the [`CloseReason`].
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::time::{timeout_at, Instant, Sleep};
+
+use super::super::close::CloseReason;
+use super::super::exchange::{Event, HttpExchange};
+use super::super::stats::Stats;
+use super::conn::{Conn, READ_CHUNK};
+use super::state::{BodyReader, Reading, Writing};
+use crate::proto::h1::{
+    write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
+};
+
+/// Unread request body ferrule reads and discards after the response so the
+/// connection can be reused; beyond it the connection is closed instead.
+const DRAIN_LIMIT: u64 = 256 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves `conn` until it closes; returns why it closed.
+pub async fn run(conn: Arc<Conn>) -> CloseReason {
+    let mut d = Driver::new(conn);
+    let reason = d.serve().await;
+    d.close(reason).await;
+    reason
+}
+
+struct Driver {
+    conn: Arc<Conn>,
+    rbuf: BytesMut,
+    /// Incremental: a head dribbled in byte by byte costs linear, not
+    /// quadratic, parsing work.
+    parser: HeadParser,
+    /// One timer per connection, moved rather than re-created: tokio
+    /// extends a later deadline without touching its timer wheel.
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Driver {
+    fn new(conn: Arc<Conn>) -> Self {
+        let timer = Box::pin(tokio::time::sleep(conn.shared.cfg.keep_alive_timeout));
+        Self {
+            conn,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            parser: HeadParser::new(),
+            timer,
+        }
+    }
+
+    async fn serve(&mut self) -> CloseReason {
+        loop {
+            let head = match self.read_head().await {
+                Ok(head) => head,
+                Err(reason) => return reason,
+            };
+            if let Err(reason) = self.run_request(head).await {
+                return reason;
+            }
+            if let Err(reason) = self.after_response().await {
+                return reason;
+            }
+        }
+    }
+
+    /// Waits for the next request head (one may already be buffered).
+    async fn read_head(&mut self) -> Result<RequestHead, CloseReason> {
+        let Driver {
+            conn,
+            rbuf,
+            parser,
+            timer,
+        } = self;
+        let shared = &conn.shared;
+        let cfg = &shared.cfg;
+        let mut head_deadline: Option<Instant> = None;
+        parser.reset();
+        loop {
+            match parser.parse(rbuf, &cfg.limits) {
+                Ok(Some(head)) => return Ok(head),
+                // Wire rule 5: a read left the head incomplete.
+                Ok(None) if !rbuf.is_empty() => conn.stream.quickack(),
+                Ok(None) => {}
+                Err(e) => {
+                    Stats::inc(&shared.stats.bad_requests);
+                    let mut st = conn.lock();
+                    let date = shared.date.get();
+                    let reason = e.to_string();
+                    write_simple_response(
+                        &mut st.out.buf,
+                        e.status(),
+                        reason.as_bytes(),
+                        true,
+                        &cfg.defaults,
+                        &date,
+                    );
+                    return Err(CloseReason::ProtocolError);
+                }
+            }
+            let idle = rbuf.is_empty();
+            let deadline = if idle {
+                if shared.is_shutting_down() {
+                    return Err(CloseReason::Shutdown);
+                }
+                let since = conn.lock().idle_since.take();
+                since.unwrap_or_else(Instant::now) + cfg.keep_alive_timeout
+            } else {
+                *head_deadline.get_or_insert_with(|| Instant::now() + cfg.header_timeout)
+            };
+            timer.as_mut().reset(deadline);
+            let n = tokio::select! {
+                biased;
+                r = conn.read_some(rbuf) => r.map_err(|_| CloseReason::Reset)?,
+                _ = timer.as_mut() => {
+                    return Err(if idle {
+                        CloseReason::KeepAliveTimeout
+                    } else {
+                        CloseReason::HeaderTimeout
+                    });
+                }
+                _ = shared.shutdown.notified(), if idle => return Err(CloseReason::Shutdown),
+            };
+            if n == 0 {
+                return Err(CloseReason::ClientEof);
+            }
+        }
+    }
+
+    /// Serves one request until its response is complete and written.
+    async fn run_request(&mut self, head: RequestHead) -> Result<(), CloseReason> {
+        if let Some((status, reason)) = self.refuse(&head) {
+            self.conn.reply_and_close(status, true);
+            return Err(reason);
+        }
+        if let Some(failure) = self.start_request(head) {
+            self.conn.reply_and_close(failure.status(), false);
+            self.conn.push_wake();
+            return Err(body_close_reason(failure.status()));
+        }
+        let Driver {
+            conn, rbuf, timer, ..
+        } = self;
+        let shared = &conn.shared;
+        let cfg = &shared.cfg;
+        let mut stalled_since: Option<Instant> = None;
+        loop {
+            let (want_read, want_write, waiting_body) = {
+                let mut st = conn.lock();
+                if st.closed {
+                    // A write from the loop thread failed.
+                    return Err(CloseReason::Reset);
+                }
+                st.has_next = st.body_done() && !rbuf.is_empty();
+                if st.response_done() && st.out.buf.is_empty() {
+                    return Ok(());
+                }
+                let reading_body = matches!(st.reading, Reading::Body(_));
+                let room = st.body_buf.len() < cfg.body_buffer;
+                // After the body: keep watching for EOF (disconnect) and
+                // buffer pipelined bytes, up to a head's size.
+                let want_read = (reading_body && room)
+                    || (st.body_done() && rbuf.len() < cfg.limits.max_head_bytes);
+                let waiting_body = reading_body && st.recv_waiting;
+                (want_read, !st.out.buf.is_empty(), waiting_body)
+            };
+            // Body idle timeout while the app waits for bytes; send timeout
+            // while output does not drain (a client that stopped reading).
+            let now = Instant::now();
+            let deadline = if want_write {
+                Some(*stalled_since.get_or_insert(now) + cfg.send_timeout)
+            } else if waiting_body {
+                stalled_since = None;
+                Some(now + cfg.body_timeout)
+            } else {
+                stalled_since = None;
+                None
+            };
+            // A response that ends on the loop thread may not wake the
+            // driver (see `Conn::end_response`): look again after a
+            // keep-alive period, so an idle connection still times out.
+            let recheck = deadline.is_none();
+            if recheck {
+                timer.as_mut().reset(now + cfg.keep_alive_timeout);
+            }
+            tokio::select! {
+                biased;
+                _ = conn.wake.notified() => {}
+                r = conn.stream.writable(), if want_write => {
+                    let res = r.and_then(|_| {
+                        let mut st = conn.lock();
+                        let before = st.out.buf.len();
+                        conn.write_out(&mut st).map(|_| st.out.buf.len() < before)
+                    });
+                    match res {
+                        Ok(true) => stalled_since = None,
+                        Ok(false) => {}
+                        Err(_) => {
+                            conn.mark_closed();
+                            return Err(CloseReason::Reset);
+                        }
+                    }
+                    conn.notify_if_waiting();
+                }
+                r = conn.read_some(rbuf), if want_read => {
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(_) => {
+                            conn.mark_closed();
+                            return Err(CloseReason::Reset);
+                        }
+                    };
+                    if n == 0 {
+                        // The client closed its side mid-request: like a
+                        // reset, the app's receive() gets http.disconnect
+                        // and its next send() raises.
+                        conn.mark_closed();
+                        return Err(CloseReason::ClientEof);
+                    }
+                    let mut st = conn.lock();
+                    st.pump_body(rbuf, cfg.max_body);
+                    let broken = st.body_failure();
+                    let wake = st.recv_waiting;
+                    drop(st);
+                    if let Some(failure) = broken {
+                        // The app learns of it as a disconnect (never as a
+                        // complete body); the client gets 400/413 if nothing
+                        // of the response was sent, and the connection ends
+                        // because framing is in doubt.
+                        conn.reply_and_close(failure.status(), false);
+                        conn.push_wake();
+                        return Err(body_close_reason(failure.status()));
+                    }
+                    if wake {
+                        conn.push_wake();
+                    }
+                }
+                _ = timer.as_mut(), if recheck => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {
+                    conn.mark_closed();
+                    return Err(if want_write {
+                        CloseReason::SendTimeout
+                    } else {
+                        CloseReason::BodyTimeout
+                    });
+                }
+            }
+        }
+    }
+
+    /// A request ferrule answers itself instead of starting the app.
+    fn refuse(&self, head: &RequestHead) -> Option<(u16, CloseReason)> {
+        let shared = &self.conn.shared;
+        let cfg = &shared.cfg;
+        if let (Some(max), BodyFraming::Length(n)) = (cfg.max_body, head.framing) {
+            if n > max {
+                return Some((413, CloseReason::LimitExceeded));
+            }
+        }
+        if let Some(limit) = cfg.limit_concurrency {
+            if shared.in_flight.load(Relaxed) >= limit {
+                return Some((503, CloseReason::LimitExceeded));
+            }
+        }
+        None
+    }
+
+    /// Sets up the request's state and hands the head to the bridge.
+    /// Returns the failure if the body bytes already here are broken or
+    /// too large.
+    fn start_request(&mut self, head: RequestHead) -> Option<super::state::BodyFailure> {
+        let conn = &self.conn;
+        let shared = &conn.shared;
+        Stats::inc(&shared.stats.requests);
+        shared.in_flight.fetch_add(1, Relaxed);
+        let broken = {
+            let mut st = conn.lock();
+            st.seq += 1;
+            st.in_flight = true;
+            st.idle_since = None;
+            st.has_next = false;
+            st.body_buf.clear();
+            st.body_received = 0;
+            st.writing = Writing::Open;
+            st.recv_waiting = false;
+            st.send_waiting = false;
+            st.reading = match head.framing {
+                BodyFraming::Empty | BodyFraming::Length(0) => Reading::Complete,
+                BodyFraming::Length(n) => Reading::Body(BodyReader::Length(n)),
+                BodyFraming::Chunked => Reading::Body(BodyReader::Chunked(ChunkedDecoder::new())),
+            };
+            st.expect_continue = head.expect_continue && !st.body_done();
+            // Reuse the previous request's encoder and its header buffer.
+            let enc = match st.enc.as_mut() {
+                Some(enc) => {
+                    enc.reset(head.version, head.is_head(), head.keep_alive);
+                    enc
+                }
+                None => st.enc.insert(ResponseEncoder::new(
+                    head.version,
+                    head.is_head(),
+                    head.keep_alive,
+                )),
+            };
+            if shared.is_shutting_down() {
+                enc.force_close();
+            }
+            st.keep_alive = head.keep_alive;
+            st.pump_body(&mut self.rbuf, shared.cfg.max_body);
+            st.body_failure()
+        };
+        shared.push_event(Event::Request(conn.clone() as Arc<dyn HttpExchange>, head));
+        broken
+    }
+
+    /// The response is complete: keep the connection or say why not.
+    async fn after_response(&mut self) -> Result<(), CloseReason> {
+        let shared = &self.conn.shared;
+        let (keep, body_left, aborted) = {
+            let mut st = self.conn.lock();
+            st.end_request(shared);
+            let aborted = st.writing == Writing::Aborted;
+            let keep = st.keep_alive
+                && !aborted
+                && st.body_failure().is_none()
+                && !shared.is_shutting_down();
+            (keep, st.body_left(), aborted)
+        };
+        if !keep {
+            return Err(if aborted {
+                CloseReason::AppAbort
+            } else if shared.is_shutting_down() {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::NotKeepAlive
+            });
+        }
+        if body_left != Some(0) && !self.drain_body(body_left).await {
+            return Err(CloseReason::BodyNotRead);
+        }
+        Ok(())
+    }
+
+    /// Discards the rest of an unread request body so the connection can be
+    /// reused. false = too much or broken: close instead.
+    async fn drain_body(&mut self, left: Option<u64>) -> bool {
+        if left.is_some_and(|n| n > DRAIN_LIMIT) {
+            return false;
+        }
+        let deadline = Instant::now() + LINGER;
+        let mut total: u64 = 0;
+        loop {
+            {
+                let mut st = self.conn.lock();
+                let before = self.rbuf.len();
+                st.pump_body(&mut self.rbuf, None);
+                total += (before - self.rbuf.len()) as u64;
+                st.body_buf.clear();
+                if st.body_failure().is_some() || total > DRAIN_LIMIT {
+                    return false;
+                }
+                if st.body_done() {
+                    return true;
+                }
+            }
+            match timeout_at(deadline, self.conn.read_some(&mut self.rbuf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
+        }
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        let conn = &self.conn;
+        let shared = &conn.shared;
+        if reason.graceful() {
+            // Flush what is queued (an error response, a final chunk), then
+            // FIN and linger so an unread request in our receive buffer
+            // does not turn our close into an RST that destroys the
+            // response in flight.
+            let _ = timeout_at(Instant::now() + LINGER * 5, conn.flush()).await;
+            let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
+            let deadline = Instant::now() + LINGER;
+            let mut scratch = BytesMut::with_capacity(4096);
+            loop {
+                scratch.clear();
+                match timeout_at(deadline, conn.read_some(&mut scratch)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    _ => break,
+                }
+            }
+        }
+        let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Both);
+        conn.mark_closed();
+        let had_request = {
+            // Read now, not before the linger: the response may have ended
+            // meanwhile.
+            let mut st = conn.lock();
+            st.end_request(shared);
+            st.seq > 0
+        };
+        shared.unregister(conn.id);
+        shared.stats.active_connections.fetch_sub(1, Relaxed);
+        shared.stats.closed(reason);
+        if had_request {
+            shared.push_event(Event::Closed(conn.id));
+        }
+    }
+}
+
+fn body_close_reason(status: u16) -> CloseReason {
+    if status == 413 {
+        CloseReason::LimitExceeded
+    } else {
+        CloseReason::ProtocolError
+    }
+}

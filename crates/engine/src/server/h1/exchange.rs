@@ -1,0 +1,308 @@
+//! The bridge's side of an HTTP/1.1 request: [`HttpExchange`] for [`Conn`].
+//!
+//! This is also the one place where a response ends: [`Conn::end_response`]
+//! decides keep-alive, whether the driver must be woken, and when the
+//! request stops counting as in flight.
+
+use std::net::SocketAddr;
+
+use super::super::exchange::{
+    AppEnd, Completion, ConnId, Forwarded, HttpExchange, Received, ResponsePart, SendError, Sent,
+    Wakeup,
+};
+use super::super::stats::Stats;
+use super::conn::Conn;
+use super::state::{ConnState, Writing};
+use crate::net::proxy;
+use crate::proto::h1::{write_simple_response, RequestHead, CONTINUE_100};
+
+impl Conn {
+    fn sendable(st: &ConnState, seq: u64) -> Result<(), SendError> {
+        if st.seq != seq || (st.response_done() && !st.closed) {
+            return Err(SendError::Unexpected("after response already completed"));
+        }
+        if st.closed {
+            return Err(SendError::Disconnected);
+        }
+        Ok(())
+    }
+
+    /// Writes or defers what a body or trailers message encoded, and ends
+    /// the response when it is complete.
+    fn flush_and_finish(&self, st: &mut ConnState, complete: bool) -> Result<Sent, SendError> {
+        let shared = &self.shared;
+        // Wire rule 2: the last message of a response is written at once; a
+        // non-final one waits for the end of this loop iteration, so chunks
+        // sent without an await in between leave in one write. "At once"
+        // inside a dispatch batch means at the end of that batch: the
+        // batch's responses then leave in one burst of writes after the
+        // batch's Python work, which keeps each side's code and data in
+        // the caches (docs/decisions.md, "Writes at the end of a batch").
+        let at_once =
+            st.out.buf.len() >= shared.cfg.write_high_water || (complete && !shared.in_dispatch());
+        if at_once {
+            if self.write_now(st).is_err() {
+                st.recv_waiting = false;
+                self.schedule();
+                return Err(SendError::Disconnected);
+            }
+        } else if !st.out.deferred && !st.out.blocked {
+            st.out.deferred = true;
+            self.defer();
+        }
+        if complete {
+            let (done, wake) = self.end_response(st);
+            if wake {
+                self.schedule();
+            }
+            return Ok(Sent::Complete(done));
+        }
+        if st.out.blocked && st.out.buf.len() > shared.cfg.write_high_water {
+            // Backpressure: the app waits until the driver has drained the
+            // output below the low-water mark.
+            st.send_waiting = true;
+            return Ok(Sent::Wait);
+        }
+        Ok(Sent::Done)
+    }
+
+    /// The end of a response, once its last byte is encoded. Returns what
+    /// the access log needs, and whether the driver must be woken.
+    fn end_response(&self, st: &mut ConnState) -> (Completion, bool) {
+        let shared = &self.shared;
+        st.writing = Writing::Done;
+        let waiting_receive = std::mem::take(&mut st.recv_waiting);
+        Stats::inc(&shared.stats.responses);
+        let enc_keep = st.enc.as_ref().is_none_or(|e| e.keep_alive());
+        // A client still waiting for `100 Continue` may send its body or
+        // not: framing is in doubt, so the connection ends with this
+        // response.
+        let unanswered_continue = st.expect_continue && !st.body_done();
+        st.keep_alive = st.keep_alive && enc_keep && !unanswered_continue;
+        let done = st
+            .enc
+            .as_ref()
+            .map_or((0, 0), |e| (e.status(), e.body_bytes()));
+        let done = Completion {
+            status: done.0,
+            body_bytes: done.1,
+            waiting_receive,
+        };
+        // The usual end (keep-alive, body read, response written, nothing
+        // pipelined) needs nothing from the driver until the client sends
+        // again: its pending read sees the next request. Not waking it
+        // saves a poll per request; the request stops counting as in flight
+        // here instead, and the keep-alive time counts from now.
+        let settled = st.keep_alive
+            && st.in_flight
+            && st.body_done()
+            && !st.has_next
+            && !st.out.blocked
+            && !shared.is_shutting_down();
+        let quiet = settled && st.out.buf.is_empty() && !st.out.deferred;
+        if quiet {
+            st.end_quietly(shared);
+        }
+        // Bytes left for the end of the dispatch batch: the request ends
+        // quietly only once they are all written (`flush_deferred`).
+        st.quiet_pending = settled && st.out.deferred && !st.out.buf.is_empty();
+        (done, !quiet && !st.quiet_pending)
+    }
+}
+
+impl HttpExchange for Conn {
+    fn id(&self) -> ConnId {
+        self.id
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    fn local(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h> {
+        let mut fwd = Forwarded::default();
+        if !self.via_proxy {
+            return fwd;
+        }
+        let proxies = &self.shared.cfg.proxies;
+        for (n, v) in &head.headers {
+            let (name, value) = (head.bytes(*n), head.bytes(*v));
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            if name == b"x-forwarded-proto" {
+                if let Some(s) = proxy::forwarded_scheme(value) {
+                    fwd.scheme = Some(s);
+                }
+            } else if name == b"x-forwarded-for" {
+                if let Some(host) = proxy::forwarded_client(value, proxies) {
+                    fwd.client = Some(host);
+                }
+            }
+        }
+        fwd
+    }
+
+    fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn check_send(&self, seq: u64) -> Result<(), SendError> {
+        Self::sendable(&self.lock(), seq)
+    }
+
+    fn send(&self, seq: u64, part: ResponsePart<'_, '_>) -> Result<Sent, SendError> {
+        let shared = &self.shared;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        Self::sendable(st, seq)?;
+        let enc = st
+            .enc
+            .as_mut()
+            .ok_or(SendError::Unexpected("with no request"))?;
+        match part {
+            ResponsePart::Start {
+                status,
+                headers,
+                trailers,
+            } => {
+                if enc.is_started() {
+                    return Err(SendError::Unexpected("after response already started"));
+                }
+                enc.start(status, headers, trailers)
+                    .map_err(SendError::Start)?;
+                Ok(Sent::Done)
+            }
+            ResponsePart::Body { data, more } => {
+                if !enc.is_started() {
+                    return Err(SendError::Unexpected("before 'http.response.start'"));
+                }
+                if shared.is_shutting_down() && !enc.head_written() {
+                    enc.force_close();
+                }
+                let date = shared.date.get();
+                enc.body(data, more, &shared.cfg.defaults, &date, &mut st.out.buf)
+                    .map_err(SendError::Body)?;
+                let complete = enc.is_complete();
+                self.flush_and_finish(st, complete)
+            }
+            ResponsePart::Trailers { headers, more } => {
+                enc.trailers(headers, more, &mut st.out.buf)
+                    .map_err(SendError::Trailers)?;
+                let complete = enc.is_complete();
+                self.flush_and_finish(st, complete)
+            }
+        }
+    }
+
+    fn receive(&self, seq: u64, sink: &mut dyn FnMut(&[u8])) -> Received {
+        let shared = &self.shared;
+        let mut st = self.lock();
+        let was_full = st.body_buf.len() >= shared.cfg.body_buffer;
+        let got = st.receive_now(seq, shared.is_shutting_down(), sink);
+        if got != Received::Wait {
+            // The app made room: the driver reads the socket again.
+            let resume = was_full && !st.body_done();
+            drop(st);
+            if resume {
+                self.schedule();
+            }
+            return got;
+        }
+        // Expect: 100-continue is answered only now, when the app first
+        // waits for the body.
+        if st.expect_continue {
+            st.expect_continue = false;
+            if !st.head_written() {
+                st.out.buf.extend_from_slice(CONTINUE_100);
+                let _ = self.write_now(&mut st);
+            }
+        }
+        st.recv_waiting = true;
+        drop(st);
+        self.schedule();
+        Received::Wait
+    }
+
+    fn app_done(&self, seq: u64, failed: bool) -> AppEnd {
+        let shared = &self.shared;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.seq != seq || st.response_done() {
+            return AppEnd::Complete;
+        }
+        if failed {
+            Stats::inc(&shared.stats.app_errors);
+        }
+        if st.closed {
+            // The client went away: nothing more can be sent, and that is
+            // not the app's fault.
+            st.writing = Writing::Done;
+            drop(guard);
+            self.schedule();
+            return AppEnd::ClientGone;
+        }
+        if st.head_written() {
+            st.writing = Writing::Aborted;
+            st.recv_waiting = false;
+            drop(guard);
+            self.schedule();
+            return AppEnd::Aborted;
+        }
+        // Nothing of the response reached the wire: answer 500 instead.
+        let date = shared.date.get();
+        let keep = st.keep_alive && !shared.is_shutting_down();
+        write_simple_response(
+            &mut st.out.buf,
+            500,
+            b"Internal Server Error",
+            !keep,
+            &shared.cfg.defaults,
+            &date,
+        );
+        let _ = self.write_now(st);
+        // The bridge releases a waiting receive() for every `Answered`.
+        self.end_response(st);
+        st.keep_alive = keep && st.keep_alive;
+        drop(guard);
+        self.schedule();
+        AppEnd::Answered(Completion {
+            status: 500,
+            body_bytes: 21,
+            waiting_receive: false,
+        })
+    }
+
+    fn wakeup(&self, sink: &mut dyn FnMut(&[u8])) -> Wakeup {
+        let shared = &self.shared;
+        let mut st = self.lock();
+        let mut up = Wakeup::default();
+        if st.recv_waiting {
+            let seq = st.seq;
+            let got = st.receive_now(seq, shared.is_shutting_down(), sink);
+            if got != Received::Wait {
+                st.recv_waiting = false;
+                up.receive = Some(got);
+            }
+        }
+        if st.send_waiting {
+            if st.closed {
+                up.send = Some(Err(()));
+            } else if st.out.buf.len() <= shared.cfg.write_high_water / 2 {
+                up.send = Some(Ok(()));
+            }
+            if up.send.is_some() {
+                st.send_waiting = false;
+            }
+        }
+        up
+    }
+}

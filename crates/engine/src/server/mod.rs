@@ -1,0 +1,13 @@
+//! The server: connection drivers per protocol (HTTP/1 today), the
+//! [`exchange`] seam they share with the bridge, and what every driver
+//! shares: settings, shutdown, stats, close reasons.
+
+pub mod accept;
+pub mod close;
+pub mod config;
+pub mod date;
+pub mod exchange;
+pub mod h1;
+pub mod shared;
+pub mod shutdown;
+pub mod stats;

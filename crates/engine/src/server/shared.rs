@@ -1,0 +1,151 @@
+//! What the drivers of one server share with each other and with the loop
+//! thread that runs the bridge.
+//!
+//! Hand-off rules:
+//! - drivers never wake the bridge directly: they queue [`Event`]s, and
+//!   `select()` returns once some are queued (its poll runs the drivers);
+//! - the loop thread never wakes a driver's future directly (that would be
+//!   a remote wake through the I/O driver's eventfd): it queues the
+//!   connection in `to_wake`, which the next `select()` drains inside its
+//!   `block_on`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::config::ServerConfig;
+use super::date::DateCache;
+use super::exchange::{ConnId, Event};
+use super::shutdown::Shutdown;
+use super::stats::Stats;
+use crate::runtime::executor::Executor;
+use crate::runtime::lock;
+
+/// What the server asks of every connection, whatever its protocol.
+pub trait Connection: Send + Sync {
+    /// Wake the connection's driver future (from the loop thread, through
+    /// `to_wake`).
+    fn wake_driver(&self);
+    /// Write what was deferred to the end of the dispatch batch or loop
+    /// iteration.
+    fn flush_deferred(&self);
+    /// The server is stopping: let waiting app calls and idle states see it.
+    fn on_shutdown(&self);
+}
+
+pub struct Shared {
+    pub cfg: ServerConfig,
+    pub stats: Stats,
+    pub date: DateCache,
+    pub shutdown: Shutdown,
+    /// Runs the accept loop and the connection futures.
+    pub exec: Executor,
+    /// Requests whose response is not complete yet.
+    pub in_flight: AtomicUsize,
+    events: Mutex<Vec<Event>>,
+    to_wake: Mutex<Vec<Arc<dyn Connection>>>,
+    /// Connections with response bytes to write at the end of the current
+    /// dispatch batch or loop iteration (coalesces several body messages
+    /// sent without an await in between into one write).
+    deferred: Mutex<Vec<Arc<dyn Connection>>>,
+    /// True while the bridge dispatches a batch of events: a response that
+    /// ends then is written at the end of the batch.
+    in_dispatch: AtomicBool,
+    next_id: AtomicU64,
+    /// Open connections, so shutdown can reach the busy ones.
+    conns: Mutex<HashMap<ConnId, Arc<dyn Connection>>>,
+}
+
+impl Shared {
+    pub fn new(cfg: ServerConfig) -> Self {
+        Self {
+            cfg,
+            stats: Stats::default(),
+            date: DateCache::new(),
+            shutdown: Shutdown::default(),
+            exec: Executor::new(),
+            in_flight: AtomicUsize::new(0),
+            events: Mutex::new(Vec::with_capacity(64)),
+            to_wake: Mutex::new(Vec::with_capacity(64)),
+            deferred: Mutex::new(Vec::with_capacity(64)),
+            in_dispatch: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn next_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_set()
+    }
+
+    /// From a driver: hand an event to the bridge.
+    pub fn push_event(&self, ev: Event) {
+        lock(&self.events).push(ev);
+    }
+
+    pub fn has_events(&self) -> bool {
+        !lock(&self.events).is_empty()
+    }
+
+    /// Moves the queued events into `batch` (which should be empty).
+    pub fn take_events(&self, batch: &mut Vec<Event>) {
+        std::mem::swap(batch, &mut *lock(&self.events));
+    }
+
+    /// From the loop thread: ask a connection's driver to look at its state.
+    pub fn schedule(&self, conn: Arc<dyn Connection>) {
+        lock(&self.to_wake).push(conn);
+    }
+
+    /// Inside `select()`'s `block_on`: wake the drivers the loop thread
+    /// asked for.
+    pub fn wake_scheduled(&self) {
+        let woken = std::mem::take(&mut *lock(&self.to_wake));
+        for c in woken {
+            c.wake_driver();
+        }
+    }
+
+    pub fn defer(&self, conn: Arc<dyn Connection>) {
+        lock(&self.deferred).push(conn);
+    }
+
+    pub fn in_dispatch(&self) -> bool {
+        self.in_dispatch.load(Ordering::Relaxed)
+    }
+
+    pub fn set_in_dispatch(&self, on: bool) {
+        self.in_dispatch.store(on, Ordering::Relaxed);
+    }
+
+    /// Writes what was deferred: at the end of a dispatch batch and of each
+    /// loop iteration.
+    pub fn flush_deferred(&self) {
+        let list = std::mem::take(&mut *lock(&self.deferred));
+        for conn in list {
+            conn.flush_deferred();
+        }
+    }
+
+    pub fn register(&self, id: ConnId, conn: Arc<dyn Connection>) {
+        lock(&self.conns).insert(id, conn);
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        lock(&self.conns).remove(&id);
+    }
+
+    /// Stops new requests: idle connections close, busy ones close after
+    /// their current response.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.trigger();
+        let conns: Vec<_> = lock(&self.conns).values().cloned().collect();
+        for c in conns {
+            c.on_shutdown();
+        }
+    }
+}

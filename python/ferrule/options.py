@@ -1,0 +1,698 @@
+"""Every server option, defined once.
+
+:data:`OPTIONS` is the table the rest is derived from:
+
+* :class:`~ferrule.config.Config` checks each keyword argument with its
+  entry's ``check`` (a test keeps ``Config.__init__``'s parameters and
+  defaults equal to the table's);
+* the command line (:func:`ferrule.cli.build_parser`) has one flag per entry,
+  and reads the entry's environment variable when the flag is not given;
+* :meth:`Config.engine_options` builds the Rust engine's options from the
+  entries marked ``engine``;
+* README's table of options is :func:`markdown_table` (``python -m
+  ferrule.options`` prints it; a test keeps README equal to it).
+
+A rule is one function: ``check(value)`` returns the value to keep (possibly
+normalised) or raises :class:`Invalid` saying what is wrong; each caller adds
+the value as its user wrote it (``got 0`` from Python, ``got '0'`` from a flag
+or an environment variable).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
+
+from . import logs
+
+__all__ = [
+    "BY_NAME",
+    "ENGINE_OPTIONS",
+    "Invalid",
+    "LIFESPAN_MODES",
+    "OPTIONS",
+    "Option",
+    "markdown_table",
+    "parse_bool",
+]
+
+LIFESPAN_MODES: tuple[str, ...] = ("auto", "on", "off")
+
+#: Check a Python value: return the value to keep, or raise :class:`Invalid`.
+Check = Callable[[Any], Any]
+#: Turn the text of a flag or environment variable into a Python value.
+Parse = Callable[[str], Any]
+#: How the option looks on the command line: ``--x VALUE``, a bare ``--x``
+#: switch, or a ``--x/--no-x`` toggle.
+Style = Literal["value", "switch", "toggle"]
+
+
+class Invalid(ValueError):
+    """What is wrong with a value (``"must be >= 1"``), without the value:
+    :meth:`message` adds it as the caller saw it.  ``complete``: the problem
+    already names the value (an item of a list, say)."""
+
+    def __init__(self, problem: str, *, complete: bool = False) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.complete = complete
+
+    def message(self, shown: object) -> str:
+        return self.problem if self.complete else f"{self.problem}, got {shown!r}"
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _integer(
+    *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
+) -> Check:
+    def check(value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid("expected an integer")
+        if minimum is not None and value < minimum:
+            raise Invalid(f"must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be <= {maximum}")
+        return value
+
+    return check
+
+
+def _seconds(*, optional: bool = False) -> Check:
+    def check(value: Any) -> float | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid("expected a number of seconds")
+        if not value >= 0:  # also rejects NaN
+            raise Invalid("must be a non-negative number")
+        # Always a float: the engine takes seconds as a float.
+        return float(value)
+
+    return check
+
+
+def _boolean(*, optional: bool = False) -> Check:
+    def check(value: Any) -> bool | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            raise Invalid("expected True or False")
+        return value
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise Invalid("expected one of " + ", ".join(choices))
+        result: str = value
+        return result
+
+    return check
+
+
+def _path(what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise Invalid(f"expected {what}")
+        return os.fspath(value)
+
+    return check
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise Invalid("expected a host name or address")
+    return value
+
+
+def _root_path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid("expected a string")
+    if value and not value.startswith("/"):
+        raise Invalid("must start with '/'")
+    return value.rstrip("/")
+
+
+def _log_level(value: Any) -> str | int:
+    try:
+        logs.resolve_log_level(value)
+    except ValueError as exc:
+        raise Invalid(str(exc), complete=True) from None
+    result: str | int = value
+    return result
+
+
+def _log_config(value: Any) -> Any:
+    if value is not None and not isinstance(value, (dict, str, os.PathLike)):
+        raise Invalid("expected a dict or a file path")
+    return value
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _header(item: Any) -> tuple[str, str]:
+    """One header: ``"name: value"`` (the text of ``--header``) or a pair."""
+    if isinstance(item, str):
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise Invalid("expected 'name:value'")
+        name, value = name.strip(), value.strip()
+    else:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise Invalid("expected a (name, value) pair") from None
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise Invalid("name and value must be strings")
+    if not name or not set(name) <= _TOKEN_CHARS:
+        raise Invalid(f"invalid header name {name!r}", complete=True)
+    if any(ch in value for ch in "\r\n\0"):
+        raise Invalid(f"invalid header value for {name!r}", complete=True)
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise Invalid(
+            f"header value for {name!r} is not latin-1", complete=True
+        ) from None
+    return name, value
+
+
+def _headers(value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        raise Invalid("expected a list of (name, value) pairs", complete=True)
+    if not isinstance(value, Iterable):
+        raise Invalid("expected a list of (name, value) pairs")
+    result = []
+    for item in value:
+        try:
+            result.append(_header(item))
+        except Invalid as exc:
+            # Name the item, not the whole list.
+            raise Invalid(exc.message(item), complete=True) from None
+    return result
+
+
+def _trusted_hosts(value: Any) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` as a list without blanks."""
+    if isinstance(value, str):
+        items: list[Any] = [item.strip() for item in value.split(",")]
+    elif isinstance(value, Iterable):
+        items = [item.strip() if isinstance(item, str) else item for item in value]
+    else:
+        raise Invalid("expected a string")
+    for item in items:
+        if not isinstance(item, str):
+            raise Invalid(f"expected strings, got {item!r}", complete=True)
+    return [item for item in items if item]
+
+
+def _directories(value: Any) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise Invalid("expected a list of directories")
+    result = []
+    for item in value:
+        if not isinstance(item, (str, os.PathLike)):
+            raise Invalid(f"expected a directory, got {item!r}", complete=True)
+        result.append(os.fspath(item))
+    return result
+
+
+# ----------------------------------------------------------------- parsing
+
+
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def parse_bool(text: str) -> bool:
+    """An on/off environment variable: 1, true, yes, on / 0, false, no, off
+    or empty (any case)."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise Invalid("expected 1, true, yes, on, 0, false, no, off or nothing")
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise Invalid("expected an integer") from None
+
+
+def _parse_seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise Invalid("expected a number of seconds") from None
+
+
+# ------------------------------------------------------------------- table
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option.  ``flag`` and ``env`` follow from ``name`` unless given."""
+
+    #: The Config keyword (and the key in the engine's options).
+    name: str
+    default: Any
+    #: One sentence for ``--help`` and README (which add default and env).
+    help: str
+    check: Check
+    #: Text of the flag or variable -> value (one item of a repeatable option).
+    parse: Parse = str
+    style: Style = "value"
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    #: ``--header A --header B``; in the environment, items split on ``separator``.
+    repeatable: bool = False
+    separator: str = "\n"
+    #: Only the command line has it (not a Config keyword).
+    cli_only: bool = False
+    #: The engine gets it (:meth:`Config.engine_options`).
+    engine: bool = False
+    #: The default as README and ``--help`` show it, when ``default`` says too
+    #: little (None standing for "no limit", say).
+    shown_default: str | None = None
+    flag: str = ""
+    env: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.flag:
+            object.__setattr__(self, "flag", "--" + self.name.replace("_", "-"))
+        if not self.env:
+            object.__setattr__(self, "env", "FERRULE_" + self.name.upper())
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        if self.style == "toggle":
+            return (self.flag, "--no-" + self.flag[2:])
+        return (self.flag,)
+
+    @property
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        if self.default is None or self.default in ("", ()):
+            return ""
+        return str(self.default)
+
+    def from_text(self, text: str) -> Any:
+        """The value of a flag's text (one item of a repeatable option),
+        checked by the same rule as a Python value; raises :class:`Invalid`.
+        Returns the parsed value, not the normalised one: Config normalises."""
+        if self.choices is not None and text not in self.choices:
+            raise Invalid("expected one of " + ", ".join(self.choices))
+        value = self.parse(text)
+        # The rule of a repeatable option is about the list of its items.
+        self.check([value] if self.repeatable else value)
+        return value
+
+    def from_env(self, text: str) -> Any:
+        """The value of the option's environment variable; raises :class:`Invalid`."""
+        if self.style != "value":
+            return parse_bool(text)
+        if not self.repeatable:
+            return self.from_text(text)
+        items = []
+        for item in text.split(self.separator):
+            if not item.strip():
+                continue
+            try:
+                items.append(self.from_text(item))
+            except Invalid as exc:
+                raise Invalid(exc.message(item), complete=True) from None
+        return items
+
+
+_SECONDS = "SECONDS"
+
+OPTIONS: tuple[Option, ...] = (
+    # In Config.__init__'s order (a test checks it); --help and README follow it.
+    Option(
+        "host",
+        "127.0.0.1",
+        "Bind socket to this host.",
+        _host,
+        engine=True,
+    ),
+    Option(
+        "port",
+        8000,
+        "Bind socket to this port; 0 picks a free port (the bound address is printed).",
+        _integer(minimum=0, maximum=65535),
+        _parse_int,
+        engine=True,
+    ),
+    Option(
+        "uds",
+        None,
+        "Bind to a UNIX domain socket (its file is removed again on exit).",
+        _path("a path"),
+        metavar="PATH",
+        engine=True,
+    ),
+    Option(
+        "fd",
+        None,
+        "Bind to the listening socket (TCP or UNIX) from this file descriptor.",
+        _integer(minimum=0, optional=True),
+        _parse_int,
+        metavar="N",
+        engine=True,
+    ),
+    Option(
+        "factory",
+        False,
+        "Treat APP as a factory: call it with no arguments to get the app.",
+        _boolean(),
+        style="switch",
+    ),
+    Option(
+        "app_dir",
+        ".",
+        "Look for APP in this directory (prepended to sys.path).",
+        _path("a directory"),
+        metavar="DIR",
+    ),
+    Option(
+        "lifespan",
+        "auto",
+        "Lifespan protocol: auto, on or off; auto serves apps that reject it.",
+        _one_of(LIFESPAN_MODES),
+        choices=LIFESPAN_MODES,
+    ),
+    Option(
+        "log_level",
+        "info",
+        "Log level: " + ", ".join(logs.LOG_LEVELS) + ".",
+        _log_level,
+        choices=tuple(logs.LOG_LEVELS),
+    ),
+    Option(
+        "access_log",
+        True,
+        "Enable/disable the access log (lines on the ferrule.access logger).",
+        _boolean(),
+        style="toggle",
+    ),
+    Option(
+        "root_path",
+        "",
+        "Set the ASGI 'root_path' for apps mounted below a URL prefix.",
+        _root_path,
+        engine=True,
+    ),
+    Option(
+        "timeout_keep_alive",
+        5,
+        "Close idle keep-alive connections after this many seconds.",
+        _seconds(),
+        _parse_seconds,
+        metavar=_SECONDS,
+        engine=True,
+    ),
+    Option(
+        "timeout_graceful_shutdown",
+        None,
+        "Wait at most this many seconds for in-flight requests at shutdown.",
+        _seconds(optional=True),
+        _parse_seconds,
+        metavar=_SECONDS,
+        shown_default="none",
+    ),
+    Option(
+        "limit_concurrency",
+        None,
+        "Answer 503 beyond this many concurrent connections or tasks.",
+        _integer(minimum=1, optional=True),
+        _parse_int,
+        metavar="N",
+        engine=True,
+        shown_default="none",
+    ),
+    Option(
+        "limit_max_requests",
+        None,
+        "Stop the worker after this many requests.",
+        _integer(minimum=1, optional=True),
+        _parse_int,
+        metavar="N",
+        shown_default="none",
+    ),
+    Option(
+        "limit_max_requests_jitter",
+        0,
+        "Add a random 0..N to --limit-max-requests so workers do not recycle together.",
+        _integer(minimum=0),
+        _parse_int,
+        metavar="N",
+    ),
+    Option(
+        "timeout_request_header",
+        10,
+        "Deadline in seconds for a whole request head to arrive (slowloris guard).",
+        _seconds(),
+        _parse_seconds,
+        metavar=_SECONDS,
+        engine=True,
+    ),
+    Option(
+        "timeout_request_body",
+        30,
+        "Idle seconds allowed while the app waits for request body bytes.",
+        _seconds(),
+        _parse_seconds,
+        metavar=_SECONDS,
+        engine=True,
+    ),
+    Option(
+        "timeout_send",
+        30,
+        "Close a connection whose client stops reading for this many seconds.",
+        _seconds(),
+        _parse_seconds,
+        metavar=_SECONDS,
+        engine=True,
+    ),
+    Option(
+        "limit_request_head_size",
+        65536,
+        "Largest request head (request line and headers) in bytes; 431 beyond.",
+        _integer(minimum=256),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+    ),
+    Option(
+        "limit_request_fields",
+        100,
+        "Most header fields in a request (at most 100); 431 beyond.",
+        _integer(minimum=1, maximum=100),
+        _parse_int,
+        metavar="N",
+        engine=True,
+    ),
+    Option(
+        "limit_request_line",
+        8192,
+        "Longest request target in bytes; 414 beyond.",
+        _integer(minimum=16),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+    ),
+    Option(
+        "limit_request_body",
+        None,
+        "Largest request body in bytes; 413 beyond (checked as bytes arrive).",
+        _integer(minimum=0, optional=True),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+        shown_default="none",
+    ),
+    Option(
+        "backlog",
+        2048,
+        "Maximum number of pending connections (listen backlog).",
+        _integer(minimum=1),
+        _parse_int,
+        metavar="N",
+        engine=True,
+    ),
+    Option(
+        "headers",
+        None,
+        "Add a response header to every response (repeatable; "
+        "in the environment, one per line).",
+        _headers,
+        metavar="NAME:VALUE",
+        repeatable=True,
+        engine=True,
+        flag="--header",
+    ),
+    Option(
+        "server_header",
+        True,
+        "Enable/disable the 'Server: ferrule' header.",
+        _boolean(),
+        style="toggle",
+        engine=True,
+    ),
+    Option(
+        "date_header",
+        True,
+        "Enable/disable the 'Date' header (formatted once a second).",
+        _boolean(),
+        style="toggle",
+        engine=True,
+    ),
+    Option(
+        "log_config",
+        None,
+        "Logging configuration file: dictConfig .json or .yaml, else fileConfig .ini.",
+        _log_config,
+        metavar="FILE",
+    ),
+    Option(
+        "reload",
+        False,
+        "Restart the server when Python files change (development); "
+        "the socket stays bound across restarts.",
+        _boolean(),
+        style="switch",
+        cli_only=True,
+    ),
+    Option(
+        "reload_dir",
+        (),
+        "Directory to watch with --reload (repeatable; "
+        "in the environment, separated by '" + os.pathsep + "').",
+        _directories,
+        metavar="DIR",
+        repeatable=True,
+        separator=os.pathsep,
+        cli_only=True,
+        shown_default=".",
+    ),
+    Option(
+        "workers",
+        1,
+        "Number of worker processes sharing one listening socket; "
+        "a supervisor replaces workers that exit.",
+        _integer(minimum=1),
+        _parse_int,
+        metavar="N",
+    ),
+    Option(
+        "proxy_headers",
+        True,
+        "Trust X-Forwarded-For/-Proto from --forwarded-allow-ips.",
+        _boolean(),
+        style="toggle",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        None,
+        "Comma-separated addresses/networks trusted for proxy headers, or '*'; "
+        "without it, $FORWARDED_ALLOW_IPS is read.",
+        _trusted_hosts,
+        metavar="IPS",
+        # The engine gets Config.trusted_hosts, or [] without proxy_headers.
+        engine=True,
+        shown_default="127.0.0.1",
+    ),
+    Option(
+        "use_colors",
+        None,
+        "Enable/disable coloured log output.",
+        _boolean(optional=True),
+        style="toggle",
+        shown_default="on a terminal",
+    ),
+    Option(
+        "asyncio_tasks",
+        None,
+        "Run requests as asyncio Tasks instead of ferrule's own, cheaper RequestTask.",
+        _boolean(optional=True),
+        style="toggle",
+        # None: Config reads FERRULE_ASYNCIO_TASKS (off when unset).
+        shown_default="off",
+    ),
+)
+
+BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+ENGINE_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.engine)
+
+
+# ------------------------------------------------------------------ README
+
+
+def _cell(text: str) -> str:
+    # A "|" would end the cell, even inside backticks.
+    return text.replace("|", "\\|")
+
+
+def _usage(option: Option) -> str:
+    """The option as ``--help`` shows it: ``--x/--no-x``, ``--x``, ``--x VALUE``."""
+    if option.style == "toggle":
+        return " / ".join(option.flags)
+    if option.style == "switch":
+        return option.flag
+    if option.metavar is not None:
+        value = option.metavar
+    elif option.choices is not None:
+        value = "|".join(option.choices)
+    else:
+        value = option.name.upper()
+    return f"{option.flag} {value}"
+
+
+def markdown_table() -> str:
+    """README's table of command-line options (``python -m ferrule.options``)."""
+    lines = [
+        "| option | default | env | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    rows = [
+        [
+            f"`{_cell(_usage(option))}`",
+            _cell(option.default_text),
+            f"`{option.env}`",
+            _cell(option.help),
+        ]
+        for option in OPTIONS
+    ]
+    rows.append(
+        ["`--version`, `--help`", "", "", "Show the version or the help, and exit."]
+    )
+    for cells in rows:
+        # An empty cell as "| |", not "|  |".
+        lines.append("|" + "".join(f" {cell} |" if cell else " |" for cell in cells))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(markdown_table())

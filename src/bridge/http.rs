@@ -1,0 +1,539 @@
+//! ASGI `http`: `receive()` and `send()` over the engine's
+//! [`HttpExchange`], run on the loop thread with the GIL held. Both usually
+//! complete without suspending: `send()` hands the message to the engine,
+//! which writes it at once or at the end of the batch, and returns a
+//! shared, already-completed future; `receive()` returns a completed future
+//! when the body is already buffered. When either must wait, the bridge
+//! keeps the future and the engine's [`Event::Wake`] resolves it.
+//!
+//! [`Event::Wake`]: ferrule_engine::server::exchange::Event::Wake
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ferrule_engine::proto::h1::{RequestHead, Version};
+use ferrule_engine::server::exchange::{
+    AppEnd, Completion, ConnId, HttpExchange, Received, ResponsePart, SendError, Sent,
+};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::context::{Bridge, ConnEntry};
+use super::errors::{is_fatal, log_error, ClientDisconnected};
+use super::scope::{addr_tuple, build_scope};
+use super::task::{self, RequestTask, TaskOwner};
+
+/// What the access log needs once the response is complete.
+struct LogInfo {
+    method: String,
+    target: String,
+    version: Version,
+    started: Instant,
+}
+
+/// The bridge's side of one request: what its `receive`, `send` and task
+/// share.
+pub struct HttpResponder {
+    exchange: Arc<dyn HttpExchange>,
+    seq: u64,
+    bridge: Arc<Bridge>,
+    log: Mutex<Option<LogInfo>>,
+}
+
+#[pyclass(frozen, module = "ferrule._ferrule")]
+pub struct Receive {
+    r: Arc<HttpResponder>,
+}
+
+#[pyclass(frozen, name = "Send", module = "ferrule._ferrule")]
+pub struct Sender {
+    r: Arc<HttpResponder>,
+}
+
+fn disconnect_msg(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+    Ok(d.into_any())
+}
+
+fn request_msg<'py>(
+    py: Python<'py>,
+    body: Option<Bound<'py, PyBytes>>,
+    more: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+    match body {
+        Some(b) => d.set_item(intern!(py, "body"), b)?,
+        None => d.set_item(intern!(py, "body"), PyBytes::new(py, b""))?,
+    }
+    d.set_item(intern!(py, "more_body"), more)?;
+    Ok(d.into_any())
+}
+
+/// The message a `receive()` gets for what the engine answered.
+fn received_msg<'py>(
+    py: Python<'py>,
+    got: &Received,
+    body: Option<Bound<'py, PyBytes>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match got {
+        Received::Body { more } => request_msg(py, body, *more),
+        Received::Disconnect | Received::Wait => disconnect_msg(py),
+    }
+}
+
+/// A future already resolved to `value`.
+fn ready<'py>(
+    py: Python<'py>,
+    bridge: &Bridge,
+    value: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fut = bridge.refs.create_future.bind(py).call0()?;
+    fut.call_method1(intern!(py, "set_result"), (value,))?;
+    Ok(fut)
+}
+
+/// Resolves a waiter unless the app cancelled it meanwhile.
+fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Result<Bound<'_, PyAny>, PyErr>) -> PyResult<()> {
+    let fut = fut.bind(py);
+    if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        return Ok(());
+    }
+    match value {
+        Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,))?,
+        Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?,
+    };
+    Ok(())
+}
+
+fn bytes_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err("expected bytes, got str"));
+    }
+    Ok(Cow::Owned(obj.extract::<Vec<u8>>()?))
+}
+
+fn header_pairs<'py>(
+    headers: Option<Bound<'py, PyAny>>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let Some(h) = headers else {
+        return Ok(Vec::new());
+    };
+    let pair = |item: Bound<'py, PyAny>| -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        // Fast path for the usual 2-tuples; any 2-item sequence works.
+        if let Ok(t) = item.cast::<PyTuple>() {
+            if t.len() == 2 {
+                return Ok((t.get_item(0)?, t.get_item(1)?));
+            }
+        }
+        Ok((item.get_item(0)?, item.get_item(1)?))
+    };
+    // A list (the usual case) is walked directly, without a Python iterator.
+    if let Ok(list) = h.cast::<PyList>() {
+        return list.iter().map(pair).collect();
+    }
+    let mut out = Vec::with_capacity(h.len().unwrap_or(8));
+    for item in h.try_iter()? {
+        out.push(pair(item?)?);
+    }
+    Ok(out)
+}
+
+/// The bytes of each header pair (borrowed from `bytes` objects).
+type HeaderBytes<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
+
+fn header_bytes<'a>(
+    pairs: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+) -> PyResult<HeaderBytes<'a>> {
+    pairs
+        .iter()
+        .map(|(n, v)| Ok((bytes_of(n)?, bytes_of(v)?)))
+        .collect()
+}
+
+/// An optional boolean message key (`more_body`, `trailers`, ...).
+fn truthy(value: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+    match value {
+        Some(v) => v.is_truthy(),
+        None => Ok(false),
+    }
+}
+
+fn unexpected(ty: &str, why: &str) -> PyErr {
+    PyRuntimeError::new_err(format!("Unexpected ASGI message '{ty}' sent, {why}."))
+}
+
+fn send_error(ty: &str, e: SendError) -> PyErr {
+    match e {
+        SendError::Disconnected => ClientDisconnected::new_err("client disconnected"),
+        SendError::Unexpected(why) => unexpected(ty, why),
+        e @ SendError::Start(_) => PyValueError::new_err(e.to_string()),
+        e @ (SendError::Body(_) | SendError::Trailers(_)) => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+impl HttpResponder {
+    fn id(&self) -> ConnId {
+        self.exchange.id()
+    }
+
+    /// Resolves a `receive()` still waiting with `http.disconnect` (the
+    /// response ended or the client went away).
+    fn release_receive(&self, py: Python<'_>) -> PyResult<()> {
+        let waiter = self
+            .bridge
+            .conns()
+            .get_mut(&self.id())
+            .and_then(|e| e.recv_waiter.take());
+        match waiter {
+            Some(w) => resolve(py, w, disconnect_msg(py)),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps `fut` until the engine's wake-up for this connection.
+    fn park(&self, py: Python<'_>, fut: &Bound<'_, PyAny>, receive: bool) -> PyResult<()> {
+        let parked = match self.bridge.conns().get_mut(&self.id()) {
+            Some(e) => {
+                let slot = if receive {
+                    &mut e.recv_waiter
+                } else {
+                    &mut e.send_waiter
+                };
+                *slot = Some(fut.clone().unbind());
+                true
+            }
+            None => false,
+        };
+        if parked {
+            return Ok(());
+        }
+        // The connection is already gone: nothing will wake this call.
+        let value = if receive {
+            disconnect_msg(py)
+        } else {
+            Err(ClientDisconnected::new_err("client disconnected"))
+        };
+        resolve(py, fut.clone().unbind(), value)
+    }
+
+    fn access_log(&self, py: Python<'_>, done: Completion) -> PyResult<()> {
+        let Some(cb) = self.bridge.refs.access_log.as_ref() else {
+            return Ok(());
+        };
+        let info = self.log.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(info) = info else {
+            return Ok(());
+        };
+        let client = match self.exchange.peer() {
+            Some(p) => format!("{}:{}", p.ip(), p.port()),
+            None => "unix".to_string(),
+        };
+        let version = match info.version {
+            Version::Http10 => "1.0",
+            Version::Http11 => "1.1",
+        };
+        let ms = info.started.elapsed().as_secs_f64() * 1000.0;
+        cb.bind(py).call1((
+            client,
+            info.method,
+            info.target,
+            version,
+            done.status,
+            done.body_bytes,
+            ms,
+        ))?;
+        Ok(())
+    }
+
+    /// What `send()` returns for what the engine did with a message.
+    fn sent<'py>(
+        &self,
+        py: Python<'py>,
+        ty: &str,
+        result: Result<Sent, SendError>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let refs = &self.bridge.refs;
+        match result {
+            Ok(Sent::Done) => Ok(refs.done.bind(py).clone()),
+            Ok(Sent::Wait) => {
+                let fut = refs.create_future.bind(py).call0()?;
+                self.park(py, &fut, false)?;
+                Ok(fut)
+            }
+            Ok(Sent::Complete(done)) => {
+                if done.waiting_receive {
+                    self.release_receive(py)?;
+                }
+                self.access_log(py, done)?;
+                Ok(refs.done.bind(py).clone())
+            }
+            Err(SendError::Disconnected) => {
+                self.release_receive(py)?;
+                Err(send_error(ty, SendError::Disconnected))
+            }
+            Err(e) => Err(send_error(ty, e)),
+        }
+    }
+}
+
+impl TaskOwner for HttpResponder {
+    fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
+        match self.exchange.app_done(self.seq, failed) {
+            AppEnd::Complete | AppEnd::ClientGone => Ok(false),
+            AppEnd::Aborted => {
+                self.release_receive(py)?;
+                Ok(true)
+            }
+            AppEnd::Answered(done) => {
+                self.release_receive(py)?;
+                self.access_log(py, done)?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Receive {
+    fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let r = &self.r;
+        let mut body = None;
+        let got = r
+            .exchange
+            .receive(r.seq, &mut |b| body = Some(PyBytes::new(py, b)));
+        if got == Received::Wait {
+            let fut = r.bridge.refs.create_future.bind(py).call0()?;
+            r.park(py, &fut, true)?;
+            return Ok(fut);
+        }
+        ready(py, &r.bridge, received_msg(py, &got, body)?)
+    }
+}
+
+#[pymethods]
+impl Sender {
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let r = &self.r;
+        let ty_obj = message.get_item(intern!(py, "type"))?;
+        let ty = ty_obj.cast::<PyString>()?.to_cow()?;
+        // Messages are almost always dicts: look keys up without raising
+        // (an absent optional key would otherwise cost a KeyError).
+        let as_dict = message.cast::<PyDict>().ok();
+        let get = |key: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> {
+            if let Some(d) = as_dict {
+                return d.get_item(key);
+            }
+            match message.get_item(key) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let result = match &*ty {
+            "http.response.start" => {
+                let status: u16 = match get(intern!(py, "status"))? {
+                    Some(s) => s.extract()?,
+                    None => {
+                        r.exchange
+                            .check_send(r.seq)
+                            .map_err(|e| send_error(&ty, e))?;
+                        return Err(PyValueError::new_err(
+                            "'http.response.start' needs 'status'",
+                        ));
+                    }
+                };
+                let trailers = truthy(get(intern!(py, "trailers"))?)?;
+                let pairs = header_pairs(get(intern!(py, "headers"))?)?;
+                let raw = header_bytes(&pairs)?;
+                let mut headers = raw.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
+                r.exchange.send(
+                    r.seq,
+                    ResponsePart::Start {
+                        status,
+                        headers: &mut headers,
+                        trailers,
+                    },
+                )
+            }
+            "http.response.body" => {
+                let body_obj = get(intern!(py, "body"))?;
+                let data: Cow<[u8]> = match &body_obj {
+                    Some(b) => bytes_of(b)?,
+                    None => Cow::Borrowed(&[]),
+                };
+                let more = truthy(get(intern!(py, "more_body"))?)?;
+                r.exchange
+                    .send(r.seq, ResponsePart::Body { data: &data, more })
+            }
+            "http.response.trailers" => {
+                let more = truthy(get(intern!(py, "more_trailers"))?)?;
+                let pairs = header_pairs(get(intern!(py, "headers"))?)?;
+                let raw = header_bytes(&pairs)?;
+                let mut headers = raw.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
+                r.exchange.send(
+                    r.seq,
+                    ResponsePart::Trailers {
+                        headers: &mut headers,
+                        more,
+                    },
+                )
+            }
+            other => {
+                // An out-of-order message is refused as such, whatever its type.
+                r.exchange
+                    .check_send(r.seq)
+                    .map_err(|e| send_error(other, e))?;
+                return Err(unexpected(other, "not a valid HTTP response message"));
+            }
+        };
+        r.sent(py, &ty, result)
+    }
+
+    /// Called by the Python runner when the app coroutine ends. Returns
+    /// true when the response was not complete (ferrule then sent a 500, or
+    /// closed the connection if part of the response had been written).
+    pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
+        self.r.app_done(py, failed)
+    }
+}
+
+/// Builds the scope and starts the app for a parsed request.
+pub fn start_app(
+    py: Python<'_>,
+    bridge: &Arc<Bridge>,
+    exchange: &Arc<dyn HttpExchange>,
+    head: &RequestHead,
+) -> PyResult<()> {
+    let refs = &bridge.refs;
+    let id = exchange.id();
+    let (client, server) = {
+        let mut conns = bridge.conns();
+        let e = match conns.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(ConnEntry {
+                client: addr_tuple(py, exchange.peer().as_ref())?,
+                server: addr_tuple(py, exchange.local().as_ref())?,
+                recv_waiter: None,
+                send_waiter: None,
+            }),
+        };
+        // Waiters of the connection's previous request are done with.
+        e.recv_waiter = None;
+        e.send_waiter = None;
+        (e.client.clone_ref(py), e.server.clone_ref(py))
+    };
+    let log = refs.access_log.as_ref().map(|_| LogInfo {
+        method: String::from_utf8_lossy(head.method()).into_owned(),
+        target: String::from_utf8_lossy(head.bytes(head.target)).into_owned(),
+        version: head.version,
+        started: Instant::now(),
+    });
+    let responder = Arc::new(HttpResponder {
+        exchange: exchange.clone(),
+        seq: exchange.seq(),
+        bridge: bridge.clone(),
+        log: Mutex::new(log),
+    });
+    let run = || -> PyResult<()> {
+        let forwarded = exchange.forwarded(head);
+        let scope = build_scope(py, &bridge.scope, head, forwarded, &client, &server)?;
+        let receive = Py::new(
+            py,
+            Receive {
+                r: responder.clone(),
+            },
+        )?;
+        let send = Py::new(
+            py,
+            Sender {
+                r: responder.clone(),
+            },
+        )?;
+        // Each request runs in its own copy of the context, as an asyncio
+        // task would; the app is called inside it too.
+        let ctx = task::copy_context(py)?;
+        task::in_context(py, &ctx, || -> PyResult<()> {
+            let call = match refs
+                .app
+                .bind(py)
+                .call1((scope, receive, send.clone_ref(py)))
+            {
+                Ok(call) => call,
+                Err(e) => {
+                    // The app failed before returning an awaitable.
+                    responder.app_done(py, true)?;
+                    bridge.tasks.report.bind(py).call1((e.value(py),))?;
+                    return if is_fatal(py, &e) { Err(e) } else { Ok(()) };
+                }
+            };
+            if refs.task_driver && task::is_coroutine(&call) {
+                let owner: Arc<dyn TaskOwner> = responder.clone();
+                return RequestTask::start(py, &bridge.tasks, call, ctx.clone(), owner);
+            }
+            // The new Task copies the current context: the request's. No
+            // `context=` argument: older task factories do not take one.
+            let coro = refs.runner.bind(py).call1((call, send))?;
+            refs.spawn
+                .bind(py)
+                .call((coro,), Some(refs.task_kwargs.bind(py)))?;
+            Ok(())
+        })?
+    };
+    match run() {
+        Ok(()) => Ok(()),
+        Err(e) if is_fatal(py, &e) => Err(e),
+        Err(e) => {
+            // Could not even start the app: answer 500 through the same
+            // path as an app failure.
+            log_error(py, "ferrule: could not start the ASGI application", e);
+            responder.app_done(py, true)?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves the waiting calls of an exchange whose state changed.
+pub fn on_wake(py: Python<'_>, bridge: &Bridge, exchange: &dyn HttpExchange) -> PyResult<()> {
+    let mut body = None;
+    let up = exchange.wakeup(&mut |b| body = Some(PyBytes::new(py, b)));
+    if up.receive.is_none() && up.send.is_none() {
+        return Ok(());
+    }
+    let (recv, send) = match bridge.conns().get_mut(&exchange.id()) {
+        Some(e) => (
+            up.receive.as_ref().and_then(|_| e.recv_waiter.take()),
+            up.send.as_ref().and_then(|_| e.send_waiter.take()),
+        ),
+        None => (None, None),
+    };
+    if let (Some(w), Some(got)) = (recv, &up.receive) {
+        resolve(py, w, received_msg(py, got, body))?;
+    }
+    if let (Some(w), Some(ok)) = (send, up.send) {
+        let v = match ok {
+            Ok(()) => Ok(py.None().into_bound(py)),
+            Err(()) => Err(ClientDisconnected::new_err("client disconnected")),
+        };
+        resolve(py, w, v)?;
+    }
+    Ok(())
+}
+
+/// The connection is gone: drop what the bridge kept for it.
+pub fn on_closed(bridge: &Bridge, id: ConnId) {
+    let entry = bridge.conns().remove(&id);
+    // Dropped after the lock is released: a last reference may run Python.
+    drop(entry);
+}

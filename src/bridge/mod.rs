@@ -1,0 +1,20 @@
+//! The ASGI bridge: the only layer that holds Python objects.
+//!
+//! Each module imports only those listed before it:
+//! - [`errors`]: `ClientDisconnected`, tracebacks to `ferrule.error`;
+//! - [`task`]: [`task::RequestTask`], which steps an app coroutine without
+//!   an asyncio Task and reports to a [`task::TaskOwner`];
+//! - [`scope`]: the `http` scope, from a request head;
+//! - [`context`]: what the bridge keeps: the app, the loop's callables,
+//!   and per connection the waiting futures and address tuples;
+//! - [`http`]: `receive()` and `send()` over an engine
+//!   [`ferrule_engine::server::exchange::HttpExchange`], and the start of
+//!   an app;
+//! - [`dispatch`]: the engine's events, handled in batches.
+
+pub mod context;
+pub mod dispatch;
+pub mod errors;
+pub mod http;
+pub mod scope;
+pub mod task;

@@ -1,0 +1,315 @@
+//! `ferrule._ferrule.Engine`: the engine as Python sees it. It is both the
+//! listening server and the selector behind asyncio's event loop: each
+//! `select()` runs the engine without the GIL, then hands what the drivers
+//! reported to the bridge.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ferrule_engine::net::proxy::TrustedProxies;
+use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
+use ferrule_engine::server::config::ServerConfig;
+use ferrule_engine::server::exchange::Event;
+use ferrule_engine::{Bind, Wait};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::bridge::context::{Bridge, PyRefs};
+use crate::bridge::dispatch::dispatch;
+use crate::bridge::scope::ScopeTemplate;
+use crate::bridge::task::{RequestTask, TaskEnv};
+
+/// The option keys `Engine(options)` reads: exactly these, each once. The
+/// Python option table says which options the engine gets; a test checks
+/// the two agree.
+const OPTIONS: [&str; 19] = [
+    "host",
+    "port",
+    "fd",
+    "uds",
+    "backlog",
+    "server_header",
+    "date_header",
+    "headers",
+    "timeout_keep_alive",
+    "timeout_request_header",
+    "timeout_request_body",
+    "timeout_send",
+    "root_path",
+    "limit_request_head_size",
+    "limit_request_fields",
+    "limit_request_line",
+    "limit_request_body",
+    "limit_concurrency",
+    "forwarded_allow_ips",
+];
+
+#[pyclass(frozen, module = "ferrule._ferrule")]
+pub struct Engine {
+    core: ferrule_engine::Engine,
+    root_path: String,
+    bridge: OnceLock<Arc<Bridge>>,
+    /// The `(fd, events)` list handed to Python.
+    ready: Mutex<Vec<(i32, u32)>>,
+    /// The event batch's buffer, kept between iterations.
+    batch: Mutex<Vec<Event>>,
+}
+
+fn item<'py>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+    d.get_item(key)?
+        .ok_or_else(|| PyValueError::new_err(format!("engine option '{key}' is missing")))
+}
+
+fn secs(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
+    let v: f64 = item(d, key)?.extract()?;
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        PyValueError::new_err(format!("{key} must be a non-negative number of seconds"))
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    fn bridge(&self) -> PyResult<&Arc<Bridge>> {
+        self.bridge
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("engine not started"))
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// The keys of the options dict.
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn OPTIONS(py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        Ok(PyTuple::new(py, OPTIONS)?.unbind())
+    }
+
+    #[new]
+    fn new(options: &Bound<'_, PyDict>) -> PyResult<Self> {
+        for key in options.keys() {
+            let key = key.cast::<PyString>()?.to_cow()?.into_owned();
+            if !OPTIONS.contains(&key.as_str()) {
+                return Err(PyValueError::new_err(format!(
+                    "unknown engine option '{key}'"
+                )));
+            }
+        }
+        let d = options;
+        let headers: Vec<(Vec<u8>, Vec<u8>)> = item(d, "headers")?.extract()?;
+        let allow: Vec<String> = item(d, "forwarded_allow_ips")?.extract()?;
+        let cfg = ServerConfig {
+            limits: Limits {
+                max_head_bytes: item(d, "limit_request_head_size")?.extract()?,
+                max_headers: item(d, "limit_request_fields")?.extract()?,
+                max_target_bytes: item(d, "limit_request_line")?.extract()?,
+            },
+            defaults: ResponseDefaults {
+                server_header: item(d, "server_header")?.extract()?,
+                date_header: item(d, "date_header")?.extract()?,
+                extra: headers,
+            },
+            keep_alive_timeout: secs(d, "timeout_keep_alive")?,
+            header_timeout: secs(d, "timeout_request_header")?,
+            body_timeout: secs(d, "timeout_request_body")?,
+            send_timeout: secs(d, "timeout_send")?,
+            max_body: item(d, "limit_request_body")?.extract()?,
+            limit_concurrency: item(d, "limit_concurrency")?.extract()?,
+            proxies: TrustedProxies::parse(&allow),
+            ..ServerConfig::default()
+        };
+        let fd: Option<i32> = item(d, "fd")?.extract()?;
+        let uds: Option<String> = item(d, "uds")?.extract()?;
+        let bind = match (fd, uds) {
+            (Some(fd), _) => Bind::Fd(fd),
+            (None, Some(path)) => Bind::Unix(path),
+            (None, None) => Bind::Tcp {
+                host: item(d, "host")?.extract()?,
+                port: item(d, "port")?.extract()?,
+            },
+        };
+        let backlog: i32 = item(d, "backlog")?.extract()?;
+        let core = ferrule_engine::Engine::new(cfg, &bind, backlog)?;
+        Ok(Self {
+            core,
+            root_path: item(d, "root_path")?.extract()?,
+            bridge: OnceLock::new(),
+            ready: Mutex::new(Vec::with_capacity(64)),
+            batch: Mutex::new(Vec::with_capacity(64)),
+        })
+    }
+
+    /// `(host, port)` actually bound (port 0 resolved).
+    #[getter]
+    fn bound_address(&self) -> (String, u16) {
+        self.core.bound_address()
+    }
+
+    fn register(&self, fd: i32, events: u32) -> PyResult<()> {
+        Ok(self.core.poller().register(fd, events)?)
+    }
+
+    fn modify(&self, fd: i32, events: u32) -> PyResult<()> {
+        Ok(self.core.poller().modify(fd, events)?)
+    }
+
+    fn unregister(&self, fd: i32) -> PyResult<()> {
+        Ok(self.core.poller().unregister(fd)?)
+    }
+
+    /// Starts accepting and serving `app` on `event_loop`. `report(exc)`
+    /// logs an app failure; `runner(awaitable, send)` is the coroutine an
+    /// asyncio Task runs when requests cannot run as RequestTasks.
+    #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
+                        task_name = "ferrule-http", native_tasks = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        app: Py<PyAny>,
+        runner: Py<PyAny>,
+        report: Py<PyAny>,
+        state: Option<Py<PyAny>>,
+        access_log: Option<Py<PyAny>>,
+        task_name: &str,
+        native_tasks: bool,
+    ) -> PyResult<()> {
+        let done = event_loop.call_method0("create_future")?;
+        let tasks_mod = py.import("asyncio")?.getattr("tasks")?;
+        let has_factory = !event_loop.call_method0("get_task_factory")?.is_none();
+        let task_kwargs = PyDict::new(py);
+        // A constant name spares asyncio formatting "Task-N" per task.
+        task_kwargs.set_item("name", task_name)?;
+        let spawn = if has_factory {
+            event_loop.getattr("create_task")?
+        } else {
+            task_kwargs.set_item("loop", event_loop)?;
+            tasks_mod.getattr("Task")?
+        };
+        // Requests run as RequestTasks unless something needs real asyncio
+        // Tasks: a task factory, debug mode (its checks and tracebacks
+        // assume Tasks), or an asyncio without _enter_task/_leave_task.
+        let enter_task = tasks_mod.getattr_opt("_enter_task")?;
+        let leave_task = tasks_mod.getattr_opt("_leave_task")?;
+        let task_driver = native_tasks
+            && !has_factory
+            && !event_loop.call_method0("get_debug")?.is_truthy()?
+            && enter_task.is_some()
+            && leave_task.is_some();
+        done.call_method1("set_result", (py.None(),))?;
+        let scope = ScopeTemplate::new(py, &self.root_path, state)?;
+        let tasks = Arc::new(TaskEnv {
+            event_loop: event_loop.clone().unbind(),
+            enter_task: enter_task.map_or_else(|| py.None(), Bound::unbind),
+            leave_task: leave_task.map_or_else(|| py.None(), Bound::unbind),
+            task_name: PyString::new(py, task_name).into_any().unbind(),
+            report,
+            slab: Mutex::new(Default::default()),
+        });
+        let refs = PyRefs {
+            app,
+            runner,
+            task_driver,
+            create_future: event_loop.getattr("create_future")?.unbind(),
+            spawn: spawn.unbind(),
+            task_kwargs: task_kwargs.unbind(),
+            done: done.unbind(),
+            access_log,
+        };
+        if self
+            .bridge
+            .set(Arc::new(Bridge::new(refs, scope, tasks)))
+            .is_err()
+        {
+            return Err(PyRuntimeError::new_err("engine already started"));
+        }
+        self.core
+            .start()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Runs the engine until a Python fd is ready, a request or wake-up is
+    /// waiting, or `timeout` passes; then starts apps for parsed requests and
+    /// returns the ready Python fds as `[(fd, events)]`.
+    #[pyo3(signature = (timeout = None))]
+    fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(i32, u32)>> {
+        let wait = Wait::from_timeout(timeout);
+        let core = &self.core;
+        py.detach(|| core.wait(wait));
+        let ready = {
+            let mut out = lock(&self.ready);
+            core.ready_fds(&mut out);
+            out.clone()
+        };
+        self.dispatch(py)?;
+        Ok(ready)
+    }
+
+    /// Stops accepting; idle keep-alive connections close, busy ones close
+    /// after their current response (which carries `Connection: close`).
+    fn shutdown(&self) {
+        self.core.shutdown();
+    }
+
+    /// Request tasks still running (when requests run as RequestTasks).
+    fn tasks(&self, py: Python<'_>) -> Vec<Py<RequestTask>> {
+        match self.bridge.get() {
+            Some(b) => b.tasks.tasks().live(py),
+            None => Vec::new(),
+        }
+    }
+
+    /// True when requests run as RequestTasks rather than asyncio Tasks.
+    fn native_tasks(&self) -> bool {
+        self.bridge.get().is_some_and(|b| b.refs.task_driver)
+    }
+
+    /// Requests whose response is not complete yet.
+    fn in_flight(&self) -> usize {
+        self.core.in_flight()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.core.stats() {
+            d.set_item(k, v)?;
+        }
+        d.set_item("in_flight", self.in_flight())?;
+        Ok(d)
+    }
+}
+
+impl Engine {
+    /// Hands the queued events to the bridge. Responses that end during the
+    /// batch are written when it ends.
+    fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
+        let mut batch = std::mem::take(&mut *lock(&self.batch));
+        self.core.take_events(&mut batch);
+        if batch.is_empty() {
+            *lock(&self.batch) = batch;
+            return Ok(());
+        }
+        let bridge = self.bridge()?;
+        self.core.begin_batch();
+        let r = dispatch(py, bridge, &mut batch);
+        self.core.end_batch();
+        *lock(&self.batch) = batch;
+        r
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Request tasks still pending (an app that ignored its
+        // cancellation) hold the bridge, which holds them: break the cycle.
+        if let Some(b) = self.bridge.get() {
+            let tasks = b.tasks.tasks().clear();
+            drop(tasks);
+        }
+    }
+}
