@@ -1,4 +1,4 @@
-"""Raw-socket helpers for the hardening tests (tests/test_hardening_*.py).
+"""The one raw-socket client helper module for every test folder.
 
 Everything here talks to the server over a real TCP socket, byte by byte:
 

@@ -265,9 +265,9 @@ def test_reset_while_app_runs_frees_the_connection(serve):
 
     served = serve(slow, lifespan="off")
     for _ in range(50):
-        a = socket.create_connection((served.host, served.port))
+        a = connect(served)
         a.sendall(request())
-        b = socket.create_connection((served.host, served.port))
+        b = connect(served)
         b.sendall(b"GET / HTTP/1.1\r\nHost:")  # head never finished
         rst_close(a)
         rst_close(b)

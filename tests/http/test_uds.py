@@ -17,7 +17,7 @@ import httpx
 
 from ferrule import Config, Server
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 async def scope_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from _rawhttp import read_response, request, rss_bytes, wait_for
+from _rawhttp import connect, read_response, request, rss_bytes, wait_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(40)]
 
@@ -113,7 +113,7 @@ def test_stream_256_mib_to_a_stalled_client_holds_bounded_memory(serve):
     served = serve(streamer, lifespan="off")
     gc.collect()
     before = rss_bytes()
-    sock = socket.create_connection((served.host, served.port), timeout=10)
+    sock = connect(served, timeout=10)
     sock.sendall(request("GET", "/stream"))
 
     # stall: read nothing for 1.5 s and watch the server's memory and the app

@@ -24,7 +24,7 @@ import pytest
 from ferrule import Config, ConfigError, __version__, cli, logs
 from ferrule.importer import ImportFromStringError, import_from_string
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 ALL_FLAGS = [
     "--host",

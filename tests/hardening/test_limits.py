@@ -6,7 +6,6 @@ Content-Length before the app runs, or as chunked bytes arrive), 503 beyond
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from typing import Any
@@ -221,7 +220,7 @@ def test_max_requests_stops_the_server_after_n(serve):
     assert served.errors == []
     assert len(app.calls) == 3
     with pytest.raises(OSError):
-        fresh = socket.create_connection((served.host, served.port), timeout=2)
+        fresh = connect(served, timeout=2)
         try:
             fresh.sendall(request("GET", "/4"))
             data, _ = recv_until_eof(fresh, 2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from typing import Any, Iterator
 
@@ -238,7 +237,7 @@ def test_shutdown_refuses_new_connections_at_once(serve):
     begin_shutdown(served)
     time.sleep(0.2)  # well before the in-flight request ends
     try:
-        late = socket.create_connection((served.host, served.port), timeout=2)
+        late = connect(served, timeout=2)
     except ConnectionRefusedError:
         pass
     else:

@@ -22,7 +22,7 @@ from ferrule import Config, ConfigError, cli, options
 from ferrule.options import OPTIONS
 from ferrule.reloader import child_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 # The keys the Rust engine's constructor reads (and nothing else).
 ENGINE_KEYS = {
