@@ -20,7 +20,7 @@ async def respond(send: Any, body: bytes) -> None:
 def test_requests_progress_while_the_loop_is_never_idle(serve: Any) -> None:
     """A background task that yields with sleep(0) forever keeps asyncio's
     ready queue non-empty, so every select() has timeout 0: accepts and reads
-    must still be driven (DESIGN.md's timeout-0 trap)."""
+    must still be driven (docs/decisions.md, the timeout-0 trap)."""
     spins = 0
     started = False
 

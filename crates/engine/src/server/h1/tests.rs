@@ -143,21 +143,22 @@ impl Harness {
     }
 }
 
+/// Sends `http.response.start` with status 200 and `headers`.
+fn start(ex: &dyn HttpExchange, headers: &[(&[u8], &[u8])]) {
+    let mut it = headers.iter().copied();
+    let part = ResponsePart::Start {
+        status: 200,
+        headers: &mut it,
+        trailers: false,
+    };
+    ex.send(ex.seq(), part).expect("start");
+}
+
 /// Answers `body` as one start and one final body message.
 fn respond(ex: &dyn HttpExchange, body: &[u8]) -> Sent {
     let seq = ex.seq();
     let len = body.len().to_string();
-    let headers: [(&[u8], &[u8]); 1] = [(b"content-length", len.as_bytes())];
-    let mut it = headers.iter().copied();
-    ex.send(
-        seq,
-        ResponsePart::Start {
-            status: 200,
-            headers: &mut it,
-            trailers: false,
-        },
-    )
-    .expect("start");
+    start(ex, &[(b"content-length", len.as_bytes())]);
     ex.send(
         seq,
         ResponsePart::Body {
@@ -335,16 +336,7 @@ async fn a_client_that_stops_reading_holds_back_send_until_it_reads() {
     h.send(GET).await;
     let (ex, _) = h.request().await;
     let seq = ex.seq();
-    let mut it = std::iter::empty();
-    ex.send(
-        seq,
-        ResponsePart::Start {
-            status: 200,
-            headers: &mut it,
-            trailers: false,
-        },
-    )
-    .expect("start");
+    start(&*ex, &[]);
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0usize;
     loop {
@@ -399,16 +391,7 @@ async fn a_client_that_never_reads_is_closed_by_the_send_timeout() {
     let (ex, _) = h.request().await;
     let seq = ex.seq();
     let body = vec![b'x'; 8 << 20];
-    let mut it = std::iter::empty();
-    ex.send(
-        seq,
-        ResponsePart::Start {
-            status: 200,
-            headers: &mut it,
-            trailers: false,
-        },
-    )
-    .expect("start");
+    start(&*ex, &[]);
     let _ = ex.send(
         seq,
         ResponsePart::Body {
