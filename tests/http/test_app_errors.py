@@ -98,7 +98,9 @@ def test_app_exception_traceback_is_logged_on_ferrule_error(
     assert record.exc_info is not None
     assert record.exc_info[0] is Boom
     assert "before start" in str(record.exc_info[1])
-    assert "Boom" in error_log.text
+    # caplog stores the record before it writes the formatted traceback
+    # (from the server's thread): wait for the text too.
+    assert wait_until(lambda: "Boom" in error_log.text, timeout=3)
 
 
 def test_500_body_does_not_leak_the_exception_message(serve, raw_client, error_log):
