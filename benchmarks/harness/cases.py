@@ -29,7 +29,13 @@ CASES = [
          title="raw ASGI, POST 4 KiB, echoed back"),
     Case("stream10x1k", "stream", "/", streaming=True,
          title="raw ASGI, 10 × 1 KiB chunks (chunked)"),
+    Case("file1k", "files", "/f/1k", title="Starlette FileResponse, 1 KiB file"),
+    Case("file100k", "files", "/f/100k", title="Starlette FileResponse, 100 KiB file"),
+    Case("file10m", "files", "/f/10m", title="Starlette FileResponse, 10 MiB file"),
 ]
+# The file cases run only when asked for (`--apps file1k,...`): the full run
+# keeps its duration, and files have a run of their own.
+FILE_CASES = ["file1k", "file100k", "file10m"]
 CASE_BY_NAME = {c.name: c for c in CASES}
 QUICK_CASES = ["hello", "seed", "starlette-plain", "stream10x1k"]
 # The new-connection scenario (close16) measures connection set-up, which the

@@ -14,7 +14,7 @@ import time
 import traceback
 
 from . import memory, report, wire
-from .cases import CASE_BY_NAME, CASES, QUICK_CASES
+from .cases import CASE_BY_NAME, CASES, FILE_CASES, QUICK_CASES
 from .loadgen import SCENARIOS, combine, wrk
 from .servers import BENCH_DIR, SERVER_CLASSES, SERVER_ORDER, Running
 from .util import exit_on_sigterm, log, set_log_file
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     mem_small, mem_large = 1_000, (20_000 if q else 200_000)
     n_idle = a.idle_conns or (1_000 if q else 10_000)
     wire_n = 100
-    case_names = a.apps.split(",") if a.apps else (QUICK_CASES if q else [c.name for c in CASES])
+    default = [c.name for c in CASES if c.name not in FILE_CASES]
+    case_names = a.apps.split(",") if a.apps else (QUICK_CASES if q else default)
     for c in case_names:
         if c not in CASE_BY_NAME:
             sys.exit(f"unknown app {c!r}; choose from {', '.join(CASE_BY_NAME)}")

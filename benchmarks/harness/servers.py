@@ -23,14 +23,14 @@ SERVER_ORDER = ["ferrule", "granian", "uvicorn", "hypercorn", "nginx"]
 
 class Server:
     name = "?"
-    hello_only = False  # nginx serves only the hello response
+    hello_only = False  # nginx serves only the hello response (and static files)
 
     def __init__(self, workdir: str):
         self.workdir = workdir
         self.notes: list[str] = []
 
     def serves(self, case) -> bool:
-        return not self.hello_only or case.name == "hello"
+        return not self.hello_only or case.name == "hello" or case.module == "files"
 
     def available(self) -> str | None:
         """None when usable, else the reason it is skipped."""
@@ -164,6 +164,13 @@ http {{
         location / {{
             return 200 "Hello, world!";
         }}
+        # The file cases: the same files the Starlette app serves.
+        location /f/ {{
+            alias {files}/;
+            sendfile on;
+            tcp_nopush on;
+            etag on;
+        }}
     }}
 }}
 """
@@ -188,12 +195,14 @@ class Nginx(Server):
         with open(conf, "w") as f:
             nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             f.write(NGINX_CONF.format(workdir=self.workdir, port=port, ka=KEEPALIVE_S,
-                                      nofile=nofile, conns=max(1024, nofile - 100)))
+                                      nofile=nofile, conns=max(1024, nofile - 100),
+                                      files=os.path.join(BENCH_DIR, "work", "files")))
         return [shutil.which("nginx") or "nginx", "-c", conf, "-p", self.workdir]
 
     def describe(self):
         return ("`nginx -c CONF` with 1 worker process, `return 200 \"Hello, world!\"` "
-                "(default_type text/plain), access_log off, "
+                "(default_type text/plain), the file cases as static files (sendfile, "
+                "tcp_nopush), access_log off, "
                 f"keepalive_timeout {KEEPALIVE_S}s, keepalive_requests 1e8, "
                 "worker_connections = fd limit − 100 (config: `harness/servers.py`)")
 

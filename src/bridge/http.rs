@@ -175,7 +175,10 @@ fn send_error(ty: &str, e: SendError) -> PyErr {
         SendError::Disconnected => ClientDisconnected::new_err("client disconnected"),
         SendError::Unexpected(why) => unexpected(ty, why),
         e @ SendError::Start(_) => PyValueError::new_err(e.to_string()),
-        e @ (SendError::Body(_) | SendError::Trailers(_)) => PyRuntimeError::new_err(e.to_string()),
+        e @ (SendError::Body(_)
+        | SendError::Trailers(_)
+        | SendError::EarlyHint(_)
+        | SendError::PathSend { .. }) => PyRuntimeError::new_err(e.to_string()),
     }
 }
 
@@ -389,6 +392,28 @@ impl Sender {
                         more,
                     },
                 )
+            }
+            "http.response.pathsend" => {
+                let path: std::path::PathBuf = match get(intern!(py, "path"))? {
+                    Some(p) => p.extract()?,
+                    None => {
+                        return Err(PyValueError::new_err(
+                            "'http.response.pathsend' needs 'path'",
+                        ))
+                    }
+                };
+                r.exchange
+                    .send(r.seq, ResponsePart::PathSend { path: &path })
+            }
+            "http.response.early_hint" => {
+                let links: Vec<Bound<'py, PyAny>> = match get(intern!(py, "links"))? {
+                    Some(l) => l.try_iter()?.collect::<PyResult<_>>()?,
+                    None => Vec::new(),
+                };
+                let raw = links.iter().map(bytes_of).collect::<PyResult<Vec<_>>>()?;
+                let mut it = raw.iter().map(|l| l.as_ref());
+                r.exchange
+                    .send(r.seq, ResponsePart::EarlyHint { links: &mut it })
             }
             other => {
                 // An out-of-order message is refused as such, whatever its type.

@@ -17,7 +17,17 @@ pub struct ScopeTemplate {
     root_path: Py<PyString>,
     /// The lifespan state, copied into each request's scope.
     state: Option<Py<PyAny>>,
+    /// `extensions`, copied per request; the values are empty dicts that
+    /// say "supported" and are shared (a shallow copy is one allocation).
+    extensions: Py<PyDict>,
 }
+
+/// The ASGI extensions ferrule serves on HTTP.
+const HTTP_EXTENSIONS: [&str; 3] = [
+    "http.response.trailers",
+    "http.response.pathsend",
+    "http.response.early_hint",
+];
 
 fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     if !raw.contains(&b'%') {
@@ -166,9 +176,7 @@ pub fn build_scope<'py>(
         };
         d.set_item(intern!(py, "state"), copy)?;
     }
-    let ext = PyDict::new(py);
-    ext.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
-    d.set_item(intern!(py, "extensions"), ext)?;
+    d.set_item(intern!(py, "extensions"), t.extensions.bind(py).copy()?)?;
     Ok(d)
 }
 
@@ -199,11 +207,16 @@ impl ScopeTemplate {
         let asgi = PyDict::new(py);
         asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
         asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+        let extensions = PyDict::new(py);
+        for name in HTTP_EXTENSIONS {
+            extensions.set_item(name, PyDict::new(py))?;
+        }
         Ok(Self {
             scope: d.unbind(),
             asgi: asgi.unbind(),
             root_path: root_path.unbind(),
             state,
+            extensions: extensions.unbind(),
         })
     }
 }

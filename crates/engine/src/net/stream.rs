@@ -42,6 +42,58 @@ impl Stream {
         }
     }
 
+    /// `send(2)` of `buf`; with `more`, `MSG_MORE` tells the kernel that
+    /// more data follows at once (a file's body after its head), so the head
+    /// does not leave in a segment of its own.
+    pub fn try_send(&self, buf: &[u8], more: bool) -> io::Result<usize> {
+        if !more || !self.is_tcp() {
+            return self.try_write(buf);
+        }
+        let fd = self.as_raw_fd();
+        self.try_io(Interest::WRITABLE, || {
+            // SAFETY: `buf` is a live slice for the duration of the call and
+            // `fd` is our open socket; send(2) reads at most `len` bytes.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr() as *const libc::c_void,
+                    buf.len(),
+                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        })
+    }
+
+    /// `sendfile(2)`: up to `count` bytes of `file` from `offset` (advanced
+    /// by what was sent) to the socket, without copying through user space.
+    /// Ok(0) means the file ended early.
+    pub fn try_sendfile(
+        &self,
+        file: &std::fs::File,
+        offset: &mut u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        let src = file.as_raw_fd();
+        self.try_io(Interest::WRITABLE, || {
+            let mut off = *offset as libc::off_t;
+            // SAFETY: both descriptors are open and owned by the callers for
+            // the duration of the call; `off` is a valid off_t the kernel
+            // updates in place.
+            let n = unsafe { libc::sendfile(fd, src, &mut off, count) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *offset = off as u64;
+            Ok(n as usize)
+        })
+    }
+
     /// Runs `f` under tokio's readiness bookkeeping (a `WouldBlock` from
     /// `f` clears the cached readiness).
     pub fn try_io<R>(

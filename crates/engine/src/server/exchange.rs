@@ -41,6 +41,16 @@ pub enum ResponsePart<'a, 'h> {
         headers: &'a mut dyn Iterator<Item = (&'h [u8], &'h [u8])>,
         more: bool,
     },
+    /// `http.response.pathsend`: the final body is this file, sent by the
+    /// engine (`sendfile`), never through Python.
+    PathSend {
+        path: &'a std::path::Path,
+    },
+    /// `http.response.early_hint`: a `103 Early Hints` with these `Link`
+    /// values, if the client and the response's progress allow one.
+    EarlyHint {
+        links: &'a mut dyn Iterator<Item = &'h [u8]>,
+    },
 }
 
 /// What a `send()` did.
@@ -81,6 +91,12 @@ pub enum SendError {
     Body(ResponseError),
     #[error("invalid trailers: {0}")]
     Trailers(ResponseError),
+    #[error("invalid early hint: {0}")]
+    EarlyHint(ResponseError),
+    /// `http.response.pathsend` of a file that cannot be sent (missing, not
+    /// a regular file, not the app's Content-Length).
+    #[error("cannot send file {path}: {why}")]
+    PathSend { path: String, why: String },
 }
 
 /// What `receive()` gets now.

@@ -37,6 +37,6 @@ pub use request::{
     parse_request_head, BodyFraming, HeadParser, Limits, RequestHead, Span, Version,
 };
 pub use response::{
-    reason_phrase, write_simple_response, ResponseDefaults, ResponseEncoder, ResponseError,
-    CONTINUE_100,
+    reason_phrase, write_simple_response, FileFraming, ResponseDefaults, ResponseEncoder,
+    ResponseError, CONTINUE_100,
 };

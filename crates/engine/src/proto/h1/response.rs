@@ -30,6 +30,15 @@ pub enum ResponseError {
     UnexpectedTrailers,
 }
 
+/// How a final body that the caller sends itself (a file, by `sendfile`) is
+/// framed: [`ResponseEncoder::file_body`] has put the head and any chunk-size
+/// line in the output; `len` bytes of the file follow, then `suffix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileFraming {
+    pub len: u64,
+    pub suffix: &'static [u8],
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ResponseDefaults {
     /// Add `Server: ferrule` unless the app set Server.
@@ -504,6 +513,106 @@ impl ResponseEncoder {
         }
         out.extend_from_slice(b"\r\n");
         self.head_written = true;
+    }
+
+    /// The final body is `len` bytes that the caller writes itself (a file):
+    /// writes the head if it is not written yet, and any framing before the
+    /// body, into `out`. A length that differs from the app's Content-Length
+    /// is refused before anything is written, so the client never gets a
+    /// short body that looks complete.
+    pub fn file_body(
+        &mut self,
+        len: u64,
+        defaults: &ResponseDefaults,
+        date: &[u8; 29],
+        out: &mut Vec<u8>,
+    ) -> Result<FileFraming, ResponseError> {
+        if !self.started {
+            return Err(ResponseError::NotStarted);
+        }
+        if self.body_done || self.complete {
+            return Err(ResponseError::AlreadyComplete);
+        }
+        let owed = if self.head_written {
+            (self.framing == Framing::Length).then_some(self.remaining)
+        } else {
+            let app_te = !self.te_lines.is_empty() && self.version == Version::Http11;
+            self.app_content_length.filter(|_| !app_te)
+        };
+        let body_status = !(self.status < 200 || self.status == 204 || self.status == 304);
+        if let Some(n) = owed.filter(|_| body_status && !self.head_request) {
+            if len != n {
+                return Err(if len < n {
+                    ResponseError::BodyTooShort
+                } else {
+                    ResponseError::BodyTooLong
+                });
+            }
+        }
+        if !self.head_written {
+            // usize is 64 bits wide on every platform the engine builds on.
+            self.write_head(len as usize, false, defaults, date, out);
+        }
+        let framing = match self.framing {
+            Framing::NoBody => FileFraming {
+                len: 0,
+                suffix: b"",
+            },
+            Framing::Length => {
+                self.remaining = 0;
+                FileFraming { len, suffix: b"" }
+            }
+            Framing::Chunked => {
+                if len > 0 {
+                    push_chunk_size(out, len as usize);
+                }
+                let suffix: &'static [u8] = match (len > 0, self.trailers_expected) {
+                    (true, false) => b"\r\n0\r\n\r\n",
+                    (true, true) => b"\r\n",
+                    (false, false) => b"0\r\n\r\n",
+                    (false, true) => b"",
+                };
+                FileFraming { len, suffix }
+            }
+            Framing::Close => FileFraming { len, suffix: b"" },
+        };
+        self.body_bytes += framing.len;
+        self.body_done = true;
+        self.complete = !self.trailers_expected;
+        Ok(framing)
+    }
+
+    /// `103 Early Hints` with one `Link` field per value, if it can still go
+    /// out: on HTTP/1.1, before the response's head. Returns whether it wrote
+    /// one (HTTP/1.0 clients, and a head already written, get none).
+    pub fn early_hints<'l>(
+        &self,
+        links: impl IntoIterator<Item = &'l [u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ResponseError> {
+        if !self.started {
+            return Err(ResponseError::NotStarted);
+        }
+        if self.version != Version::Http11 || self.head_written || self.complete {
+            return Ok(false);
+        }
+        let mark = out.len();
+        push_status_line(out, 103);
+        let mut any = false;
+        for value in links {
+            if let Err(e) = check_field(b"link", value) {
+                out.truncate(mark);
+                return Err(e);
+            }
+            push_field(out, b"Link", value);
+            any = true;
+        }
+        if !any {
+            out.truncate(mark);
+            return Ok(false);
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(true)
     }
 
     /// `http.response.trailers`: with chunked framing writes the last-chunk and

@@ -17,12 +17,15 @@ use tokio::sync::Notify;
 use super::super::exchange::{ConnId, Event, HttpExchange};
 use super::super::shared::{Connection, Shared};
 use super::super::stats::Stats;
-use super::state::ConnState;
+use super::state::{ConnState, Output};
 use crate::net::stream::Stream;
 use crate::proto::h1::{reason_phrase, write_simple_response};
 use crate::runtime::lock;
 
 pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of a file per `sendfile` call: large enough to fill any socket
+/// buffer, small enough to let other connections run between calls.
+const SENDFILE_CHUNK: u64 = 1 << 20;
 
 pub struct Conn {
     pub id: ConnId,
@@ -96,38 +99,73 @@ impl Conn {
     }
 
     /// Writes `st.out` now with one non-blocking syscall per chunk the
-    /// kernel takes. Leaves the remainder in `st.out` and marks it blocked.
+    /// kernel takes: its bytes, then a file's (by `sendfile`), then what
+    /// follows the file. Leaves the remainder and marks it blocked.
     pub(super) fn write_out(&self, st: &mut ConnState) -> io::Result<()> {
-        let out = &mut st.out;
-        while !out.buf.is_empty() {
-            Stats::inc(&self.shared.stats.write_syscalls);
-            match self.stream.try_write(&out.buf) {
-                Ok(n) => {
-                    self.shared.stats.bytes_written.fetch_add(n as u64, Relaxed);
-                    if n == out.buf.len() {
-                        out.buf.clear();
-                        if out.buf.capacity() > 256 * 1024 {
-                            out.buf.shrink_to(READ_CHUNK);
+        let res = self.write_all(&mut st.out);
+        if res.is_err() {
+            st.closed = true;
+            st.out.discard();
+        }
+        res
+    }
+
+    fn write_all(&self, out: &mut Output) -> io::Result<()> {
+        let stats = &self.shared.stats;
+        loop {
+            while !out.buf.is_empty() {
+                Stats::inc(&stats.write_syscalls);
+                // A file's head shares the first segment with its body.
+                let more = out.file.as_ref().is_some_and(|f| f.remaining > 0);
+                match self.stream.try_send(&out.buf, more) {
+                    Ok(n) => {
+                        stats.bytes_written.fetch_add(n as u64, Relaxed);
+                        if n == out.buf.len() {
+                            out.buf.clear();
+                            if out.buf.capacity() > 256 * 1024 {
+                                out.buf.shrink_to(READ_CHUNK);
+                            }
+                        } else {
+                            out.buf.drain(..n);
                         }
-                    } else {
-                        out.buf.drain(..n);
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        out.blocked = true;
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(f) = out.file.as_mut() else {
+                out.blocked = false;
+                return Ok(());
+            };
+            if f.remaining == 0 {
+                // The file is out: what follows it goes like any bytes.
+                if let Some(f) = out.file.take() {
+                    out.buf.extend_from_slice(&f.suffix);
+                }
+                continue;
+            }
+            Stats::inc(&stats.write_syscalls);
+            let count = f.remaining.min(SENDFILE_CHUNK) as usize;
+            match self.stream.try_sendfile(&f.file, &mut f.offset, count) {
+                // The file shrank under the response: never end it with a
+                // short body that looks complete.
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    stats.bytes_written.fetch_add(n as u64, Relaxed);
+                    f.remaining -= n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     out.blocked = true;
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    st.closed = true;
-                    out.buf.clear();
-                    out.blocked = false;
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
-        out.blocked = false;
-        Ok(())
     }
 
     /// From the loop thread: write `out` now unless the driver owns a
@@ -178,7 +216,7 @@ impl Conn {
             {
                 let mut st = self.lock();
                 self.write_out(&mut st)?;
-                if st.out.buf.is_empty() {
+                if st.out.is_empty() {
                     return Ok(());
                 }
             }
@@ -224,7 +262,8 @@ impl Conn {
     /// After the driver flushed: a `send()` waiting on backpressure may go on.
     pub(super) fn notify_if_waiting(&self) {
         let st = self.lock();
-        let wake = st.send_waiting && st.out.buf.len() <= self.shared.cfg.write_high_water / 2;
+        let low_water = (self.shared.cfg.write_high_water / 2) as u64;
+        let wake = st.send_waiting && st.out.pending() <= low_water;
         drop(st);
         if wake {
             self.push_wake();
@@ -247,7 +286,7 @@ impl Connection for Conn {
         // driver takes over, as for any other end.
         let mut wake_driver = false;
         if std::mem::take(&mut st.quiet_pending) {
-            if !failed && st.out.buf.is_empty() && !st.out.blocked && !shared.is_shutting_down() {
+            if !failed && st.out.is_empty() && !st.out.blocked && !shared.is_shutting_down() {
                 st.end_quietly(shared);
             } else {
                 wake_driver = true;

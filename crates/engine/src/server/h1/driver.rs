@@ -165,7 +165,7 @@ impl Driver {
                     return Err(CloseReason::Reset);
                 }
                 st.has_next = st.body_done() && !rbuf.is_empty();
-                if st.response_done() && st.out.buf.is_empty() {
+                if st.response_done() && st.out.is_empty() {
                     return Ok(());
                 }
                 let reading_body = matches!(st.reading, Reading::Body(_));
@@ -175,7 +175,7 @@ impl Driver {
                 let want_read = (reading_body && room)
                     || (st.body_done() && rbuf.len() < cfg.limits.max_head_bytes);
                 let waiting_body = reading_body && st.recv_waiting;
-                (want_read, !st.out.buf.is_empty(), waiting_body)
+                (want_read, !st.out.is_empty(), waiting_body)
             };
             // Body idle timeout while the app waits for bytes; send timeout
             // while output does not drain (a client that stopped reading).
@@ -202,8 +202,8 @@ impl Driver {
                 r = conn.stream.writable(), if want_write => {
                     let res = r.and_then(|_| {
                         let mut st = conn.lock();
-                        let before = st.out.buf.len();
-                        conn.write_out(&mut st).map(|_| st.out.buf.len() < before)
+                        let before = st.out.pending();
+                        conn.write_out(&mut st).map(|_| st.out.pending() < before)
                     });
                     match res {
                         Ok(true) => stalled_since = None,

@@ -4,7 +4,10 @@
 //! decides keep-alive, whether the driver must be woken, and when the
 //! request stops counting as in flight.
 
+use std::fs::File;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use super::super::exchange::{
     AppEnd, Completion, ConnId, Forwarded, HttpExchange, Received, ResponsePart, SendError, Sent,
@@ -12,9 +15,49 @@ use super::super::exchange::{
 };
 use super::super::stats::Stats;
 use super::conn::Conn;
-use super::state::{ConnState, Writing};
+use super::state::{ConnState, FileSend, Writing};
 use crate::net::proxy;
 use crate::proto::h1::{write_simple_response, RequestHead, CONTINUE_100};
+
+/// Files up to this size are read into the head's write instead of sent by
+/// `sendfile` (measured: docs/decisions.md, "Files by sendfile").
+const SMALL_FILE: u64 = 16 * 1024;
+
+/// Opens `path` for `http.response.pathsend`: a regular file, and its size.
+fn open_regular(path: &Path) -> Result<(File, u64), SendError> {
+    let fail = |why: String| SendError::PathSend {
+        path: path.display().to_string(),
+        why,
+    };
+    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".to_string()));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads exactly `len` bytes of `file` from its start onto `out`.
+fn read_into(file: &File, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let start = out.len();
+    out.resize(start + len as usize, 0);
+    let mut done = 0;
+    while done < len as usize {
+        match file.read_at(&mut out[start + done..], done as u64) {
+            Ok(0) => {
+                out.truncate(start);
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
 
 impl Conn {
     fn sendable(st: &ConnState, seq: u64) -> Result<(), SendError> {
@@ -38,8 +81,8 @@ impl Conn {
         // batch's responses then leave in one burst of writes after the
         // batch's Python work, which keeps each side's code and data in
         // the caches (docs/decisions.md, "Writes at the end of a batch").
-        let at_once =
-            st.out.buf.len() >= shared.cfg.write_high_water || (complete && !shared.in_dispatch());
+        let high_water = shared.cfg.write_high_water as u64;
+        let at_once = st.out.pending() >= high_water || (complete && !shared.in_dispatch());
         if at_once {
             if self.write_now(st).is_err() {
                 st.recv_waiting = false;
@@ -57,7 +100,7 @@ impl Conn {
             }
             return Ok(Sent::Complete(done));
         }
-        if st.out.blocked && st.out.buf.len() > shared.cfg.write_high_water {
+        if st.out.blocked && st.out.pending() > high_water {
             // Backpressure: the app waits until the driver has drained the
             // output below the low-water mark.
             st.send_waiting = true;
@@ -99,13 +142,13 @@ impl Conn {
             && !st.has_next
             && !st.out.blocked
             && !shared.is_shutting_down();
-        let quiet = settled && st.out.buf.is_empty() && !st.out.deferred;
+        let quiet = settled && st.out.is_empty() && !st.out.deferred;
         if quiet {
             st.end_quietly(shared);
         }
         // Bytes left for the end of the dispatch batch: the request ends
         // quietly only once they are all written (`flush_deferred`).
-        st.quiet_pending = settled && st.out.deferred && !st.out.buf.is_empty();
+        st.quiet_pending = settled && st.out.deferred && !st.out.is_empty();
         (done, !quiet && !st.quiet_pending)
     }
 }
@@ -195,10 +238,63 @@ impl HttpExchange for Conn {
                 self.flush_and_finish(st, complete)
             }
             ResponsePart::Trailers { headers, more } => {
-                enc.trailers(headers, more, &mut st.out.buf)
+                // After a file still being sent, if one is.
+                enc.trailers(headers, more, st.out.tail())
                     .map_err(SendError::Trailers)?;
                 let complete = enc.is_complete();
                 self.flush_and_finish(st, complete)
+            }
+            ResponsePart::PathSend { path } => {
+                if !enc.is_started() {
+                    return Err(SendError::Unexpected("before 'http.response.start'"));
+                }
+                if shared.is_shutting_down() && !enc.head_written() {
+                    enc.force_close();
+                }
+                let (file, len) = open_regular(path)?;
+                let mark = st.out.buf.len();
+                let date = shared.date.get();
+                let framing = enc
+                    .file_body(len, &shared.cfg.defaults, &date, &mut st.out.buf)
+                    .map_err(|e| SendError::PathSend {
+                        path: path.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                if framing.len <= SMALL_FILE {
+                    // Read into the head's write: cheaper than a sendfile
+                    // call for a file this small.
+                    if let Err(e) = read_into(&file, framing.len, &mut st.out.buf) {
+                        st.out.buf.truncate(mark);
+                        enc.force_close();
+                        return Err(SendError::PathSend {
+                            path: path.display().to_string(),
+                            why: e.to_string(),
+                        });
+                    }
+                    st.out.buf.extend_from_slice(framing.suffix);
+                } else {
+                    st.out.file = Some(FileSend {
+                        file,
+                        offset: 0,
+                        remaining: framing.len,
+                        suffix: framing.suffix.to_vec(),
+                    });
+                }
+                let complete = enc.is_complete();
+                self.flush_and_finish(st, complete)
+            }
+            ResponsePart::EarlyHint { links } => {
+                let wrote = enc
+                    .early_hints(links, &mut st.out.buf)
+                    .map_err(SendError::EarlyHint)?;
+                // Worth sending only at once: it is meant to arrive before
+                // the response.
+                if wrote && self.write_now(st).is_err() {
+                    st.recv_waiting = false;
+                    self.schedule();
+                    return Err(SendError::Disconnected);
+                }
+                Ok(Sent::Done)
             }
         }
     }
@@ -296,7 +392,7 @@ impl HttpExchange for Conn {
         if st.send_waiting {
             if st.closed {
                 up.send = Some(Err(()));
-            } else if st.out.buf.len() <= shared.cfg.write_high_water / 2 {
+            } else if st.out.pending() <= (shared.cfg.write_high_water / 2) as u64 {
                 up.send = Some(Ok(()));
             }
             if up.send.is_some() {

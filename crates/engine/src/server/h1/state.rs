@@ -62,12 +62,56 @@ pub enum Writing {
 /// Response bytes not written yet, and who writes them.
 #[derive(Default)]
 pub struct Output {
+    /// Bytes to write first (with a file: its head, which leaves with the
+    /// file's first bytes in one segment).
     pub buf: Vec<u8>,
-    /// A write hit EAGAIN: the driver owns flushing `buf` until it drains.
+    /// A file to send after `buf`, by `sendfile(2)` (`http.response.pathsend`).
+    pub file: Option<FileSend>,
+    /// A write hit EAGAIN: the driver owns flushing until it drains.
     pub blocked: bool,
-    /// `buf` waits for the end of this dispatch batch or loop iteration
-    /// (the connection is on the server's deferred list).
+    /// The output waits for the end of this dispatch batch or loop
+    /// iteration (the connection is on the server's deferred list).
     pub deferred: bool,
+}
+
+/// The part of a file still to send, and what follows it on the wire.
+pub struct FileSend {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub remaining: u64,
+    /// Bytes after the file (the chunked framing's end, trailers).
+    pub suffix: Vec<u8>,
+}
+
+impl Output {
+    /// Nothing is left to write.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.file.is_none()
+    }
+
+    /// Bytes left to write, the file's included (for the high-water mark).
+    pub fn pending(&self) -> u64 {
+        let file = self
+            .file
+            .as_ref()
+            .map_or(0, |f| f.remaining + f.suffix.len() as u64);
+        self.buf.len() as u64 + file
+    }
+
+    /// Where bytes encoded now go: after a file still being sent, if any.
+    pub fn tail(&mut self) -> &mut Vec<u8> {
+        match &mut self.file {
+            Some(f) => &mut f.suffix,
+            None => &mut self.buf,
+        }
+    }
+
+    /// The socket is gone: drop what was to be written.
+    pub fn discard(&mut self) {
+        self.buf.clear();
+        self.file = None;
+        self.blocked = false;
+    }
 }
 
 pub struct ConnState {

@@ -453,3 +453,103 @@ fn limits_default_matches_the_documented_defaults() {
         (65536, 100, 8192)
     );
 }
+
+fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("ferrule-{}-{name}", std::process::id()));
+    std::fs::write(&path, data).expect("temp file");
+    path
+}
+
+#[tokio::test]
+async fn pathsend_puts_the_file_after_its_head_small_or_large() {
+    for size in [10usize, 300 * 1024] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let path = temp_file(&format!("pathsend-{size}"), &data);
+        let mut h = Harness::new(config());
+        h.send(GET).await;
+        let (ex, _) = h.request().await;
+        start(&*ex, &[]);
+        let sent = ex
+            .send(ex.seq(), ResponsePart::PathSend { path: &path })
+            .expect("pathsend");
+        assert!(matches!(sent, Sent::Complete(c) if c.body_bytes == size as u64));
+        h.iteration();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+        let got = h.read_exactly(head.len() + size).await;
+        assert_eq!(&got[..head.len()], head.as_bytes());
+        assert!(
+            got[head.len()..] == data[..],
+            "body of {size} bytes differs"
+        );
+        std::fs::remove_file(&path).ok();
+        // The connection goes on after a file.
+        h.send(GET).await;
+        let (ex, _) = h.request().await;
+        respond(&*ex, b"next");
+        assert_eq!(
+            h.read_exactly(response("next").len()).await,
+            response("next")
+        );
+    }
+}
+
+#[tokio::test]
+async fn pathsend_of_a_directory_is_refused_before_anything_is_written() {
+    let mut h = Harness::new(config());
+    h.send(GET).await;
+    let (ex, _) = h.request().await;
+    start(&*ex, &[]);
+    let dir = std::env::temp_dir();
+    let err = ex
+        .send(ex.seq(), ResponsePart::PathSend { path: &dir })
+        .expect_err("a directory is not a file");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(matches!(ex.app_done(ex.seq(), true), AppEnd::Answered(c) if c.status == 500));
+}
+
+#[tokio::test]
+async fn a_file_that_shrinks_mid_send_ends_the_connection_short() {
+    let size = 8 << 20;
+    let path = temp_file("shrinks", &vec![b'x'; size]);
+    let mut h = Harness::new(config());
+    h.send(GET).await;
+    let (ex, _) = h.request().await;
+    start(&*ex, &[]);
+    ex.send(ex.seq(), ResponsePart::PathSend { path: &path })
+        .expect("pathsend");
+    h.iteration();
+    // The socket pair's buffers hold far less than 8 MiB: the rest waits.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1024))
+        .expect("truncate");
+    let all = h.read_to_eof().await;
+    std::fs::remove_file(&path).ok();
+    assert!(all.len() < size, "got {} bytes of {size}", all.len());
+    assert_eq!(h.closed_with().await, CloseReason::Reset);
+}
+
+#[tokio::test]
+async fn early_hints_leave_before_the_response() {
+    let mut h = Harness::new(config());
+    h.send(GET).await;
+    let (ex, _) = h.request().await;
+    start(&*ex, &[]);
+    let links: [&[u8]; 1] = [b"</a.css>; rel=preload"];
+    let mut it = links.iter().copied();
+    ex.send(ex.seq(), ResponsePart::EarlyHint { links: &mut it })
+        .expect("early hint");
+    let hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n";
+    assert_eq!(h.read_exactly(hint.len()).await, hint);
+    ex.send(
+        ex.seq(),
+        ResponsePart::Body {
+            data: b"ok",
+            more: false,
+        },
+    )
+    .expect("body");
+    let want = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    assert_eq!(h.read_exactly(want.len()).await, want);
+}

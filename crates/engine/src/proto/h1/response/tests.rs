@@ -797,3 +797,133 @@ proptest! {
         prop_assert!(resp.headers.len() <= fields.len() + extra);
     }
 }
+
+// ---- bodies the caller sends itself (pathsend) and early hints
+
+fn file(e: &mut ResponseEncoder, len: u64) -> (Result<FileFraming, ResponseError>, String) {
+    let mut out = Vec::new();
+    let r = e.file_body(len, &plain(), DATE, &mut out);
+    (r, s(&out))
+}
+
+#[test]
+fn a_file_body_announces_the_file_length_in_the_head() {
+    let mut e = v11();
+    e.start(200, h(&[("content-type", "text/plain")]), false)
+        .unwrap();
+    let (r, out) = file(&mut e, 10);
+    assert_eq!(
+        r,
+        Ok(FileFraming {
+            len: 10,
+            suffix: b""
+        })
+    );
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 10\r\n\r\n"
+    );
+    assert!(e.is_complete() && e.keep_alive());
+    assert_eq!(e.body_bytes(), 10);
+}
+
+#[test]
+fn a_file_body_that_differs_from_the_apps_content_length_is_refused_before_any_byte() {
+    for (len, err) in [
+        (4, ResponseError::BodyTooShort),
+        (6, ResponseError::BodyTooLong),
+    ] {
+        let mut e = v11();
+        e.start(200, h(&[("content-length", "5")]), false).unwrap();
+        assert_eq!(file(&mut e, len), (Err(err), String::new()));
+        assert!(!e.head_written());
+    }
+    let mut e = v11();
+    e.start(200, h(&[("content-length", "5")]), false).unwrap();
+    assert_eq!(
+        file(&mut e, 5).0,
+        Ok(FileFraming {
+            len: 5,
+            suffix: b""
+        })
+    );
+}
+
+#[test]
+fn a_file_body_for_head_sends_the_length_and_no_bytes() {
+    let mut e = ResponseEncoder::new(Version::Http11, true, true);
+    e.start(200, h(&[]), false).unwrap();
+    let (r, out) = file(&mut e, 10);
+    assert_eq!(
+        r,
+        Ok(FileFraming {
+            len: 0,
+            suffix: b""
+        })
+    );
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
+    assert!(e.is_complete());
+}
+
+#[test]
+fn a_file_body_after_a_streamed_chunk_is_one_more_chunk() {
+    let mut e = v11();
+    e.start(200, h(&[]), false).unwrap();
+    let mut out = Vec::new();
+    e.body(b"ab", true, &plain(), DATE, &mut out).unwrap();
+    let (r, out) = file(&mut e, 17);
+    assert_eq!(
+        r,
+        Ok(FileFraming {
+            len: 17,
+            suffix: b"\r\n0\r\n\r\n"
+        })
+    );
+    assert_eq!(out, "11\r\n");
+    let mut e = v11();
+    e.start(200, h(&[]), true).unwrap();
+    let mut out = Vec::new();
+    e.body(b"ab", true, &plain(), DATE, &mut out).unwrap();
+    assert_eq!(
+        file(&mut e, 0).0,
+        Ok(FileFraming {
+            len: 0,
+            suffix: b""
+        })
+    );
+    assert!(!e.is_complete(), "trailers still to come");
+}
+
+#[test]
+fn early_hints_go_out_before_the_head_on_http11_only() {
+    let mut e = v11();
+    e.start(200, h(&[]), false).unwrap();
+    let links: [&[u8]; 2] = [b"</a.css>; rel=preload; as=style", b"</b.js>; rel=preload"];
+    let mut out = Vec::new();
+    assert_eq!(e.early_hints(links, &mut out), Ok(true));
+    assert_eq!(
+        s(&out),
+        "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\nLink: </b.js>; rel=preload\r\n\r\n"
+    );
+    let bad: [&[u8]; 1] = [b"</a>\r\nX: y"];
+    let mut out = Vec::new();
+    assert_eq!(
+        e.early_hints(bad, &mut out),
+        Err(ResponseError::InvalidHeader)
+    );
+    assert!(out.is_empty());
+    e.body(b"x", true, &plain(), DATE, &mut out).unwrap();
+    assert_eq!(
+        e.early_hints(links, &mut Vec::new()),
+        Ok(false),
+        "head written"
+    );
+
+    let mut old = ResponseEncoder::new(Version::Http10, false, false);
+    old.start(200, h(&[]), false).unwrap();
+    assert_eq!(
+        old.early_hints(links, &mut Vec::new()),
+        Ok(false),
+        "HTTP/1.0"
+    );
+}
