@@ -32,10 +32,13 @@ CASES = [
     Case("file1k", "files", "/f/1k", title="Starlette FileResponse, 1 KiB file"),
     Case("file100k", "files", "/f/100k", title="Starlette FileResponse, 100 KiB file"),
     Case("file10m", "files", "/f/10m", title="Starlette FileResponse, 10 MiB file"),
+    Case("rawfile1k", "files_raw", "/f/1k", title="raw ASGI pathsend (else 64 KiB body messages), 1 KiB file"),
+    Case("rawfile100k", "files_raw", "/f/100k", title="raw ASGI pathsend (else 64 KiB body messages), 100 KiB file"),
+    Case("rawfile10m", "files_raw", "/f/10m", title="raw ASGI pathsend (else 64 KiB body messages), 10 MiB file"),
 ]
 # The file cases run only when asked for (`--apps file1k,...`): the full run
 # keeps its duration, and files have a run of their own.
-FILE_CASES = ["file1k", "file100k", "file10m"]
+FILE_CASES = ["file1k", "file100k", "file10m", "rawfile1k", "rawfile100k", "rawfile10m"]
 CASE_BY_NAME = {c.name: c for c in CASES}
 QUICK_CASES = ["hello", "seed", "starlette-plain", "stream10x1k"]
 # The new-connection scenario (close16) measures connection set-up, which the
