@@ -218,6 +218,14 @@ def read_response(sock: socket.socket, buf: bytearray | None = None, timeout: fl
     return reply
 
 
+def fetch(served: Any, target: str = "/", method: str = "GET", timeout: float = 5.0, **kw: Any) -> Reply:
+    """One request on a new connection (``kw`` as :func:`request`), and its
+    response, read exactly."""
+    with connect(served, timeout) as sock:
+        sock.sendall(request(method, target, **kw))
+        return read_response(sock, timeout=timeout)
+
+
 def rst_close(sock: socket.socket) -> None:
     """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -11,9 +11,9 @@ FILES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 SIZES = {"1k": 1024, "100k": 100 * 1024, "10m": 10 * 1024 * 1024}
 
 
-def make_files() -> None:
+def make_files(sizes: dict[str, int] = SIZES) -> None:
     os.makedirs(FILES_DIR, exist_ok=True)
-    for name, size in SIZES.items():
+    for name, size in sizes.items():
         path = os.path.join(FILES_DIR, name)
         if not os.path.exists(path) or os.path.getsize(path) != size:
             with open(path, "wb") as f:

@@ -2,19 +2,13 @@
 for `checks/file_threshold.py`."""
 import os
 
+from files import FILES_DIR, make_files
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Route
 
-FILES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "work", "files")
 SIZES = {"1k": 1 << 10, "4k": 4 << 10, "8k": 8 << 10, "16k": 16 << 10, "64k": 64 << 10, "256k": 256 << 10}
-
-os.makedirs(FILES_DIR, exist_ok=True)
-for name, size in SIZES.items():
-    path = os.path.join(FILES_DIR, name)
-    if not os.path.exists(path) or os.path.getsize(path) != size:
-        with open(path, "wb") as f:
-            f.write(bytes(i % 251 for i in range(size)))
+make_files(SIZES)
 
 
 async def serve_file(request):

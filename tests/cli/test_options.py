@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _rawhttp import connect, read_response, request
+from _rawhttp import fetch
 
 from ferrule import Config, ConfigError, cli, options
 from ferrule.options import OPTIONS
@@ -406,12 +406,7 @@ async def task_class_name(scope: Any, receive: Any, send: Any) -> None:
 
 
 def get_body(served: Any) -> bytes:
-    sock = connect(served)
-    try:
-        sock.sendall(request())
-        reply = read_response(sock)
-    finally:
-        sock.close()
+    reply = fetch(served)
     assert reply.status == 200
     return reply.body
 
@@ -436,13 +431,7 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
 @pytest.mark.engine
 @pytest.mark.timeout(30)
 def test_default_header_goes_out_as_latin_1(serve: Any) -> None:
-    served = serve(hello, headers=[("X-Test", "café")])
-    sock = connect(served)
-    try:
-        sock.sendall(request())
-        reply = read_response(sock)
-    finally:
-        sock.close()
+    reply = fetch(serve(hello, headers=[("X-Test", "café")]))
     assert reply.status == 200
     assert b"\r\nX-Test: caf\xe9\r\n" in reply.raw
     assert "café".encode() not in reply.raw  # not UTF-8

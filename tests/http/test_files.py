@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _rawhttp import connect, exchange, read_response, recv_until_eof, request
+from _rawhttp import connect, exchange, fetch, read_response, recv_until_eof, request
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
@@ -50,11 +50,17 @@ def file_app(directory: Path) -> Starlette:
     )
 
 
-def get(served: Any, target: str, method: str = "GET", **kw: Any) -> Any:
-    sock = connect(served, timeout=30)
-    with sock:
-        sock.sendall(request(method, target, **kw))
-        return read_response(sock, timeout=30)
+def get(served: Any, target: str, **kw: Any) -> Any:
+    return fetch(served, target, timeout=30, **kw)
+
+
+def slow_reader(served: Any) -> socket.socket:
+    """A connection with a tiny receive buffer, so the server's writes stall."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((served.host, served.port))
+    sock.settimeout(30)
+    return sock
 
 
 def digest_of_body(sock: socket.socket, size: int) -> str:
@@ -169,11 +175,7 @@ def test_a_slow_reader_gets_every_byte(serve, tmp_path):
     make_file(tmp_path / "f", size)
     want = hashlib.sha256((tmp_path / "f").read_bytes()).hexdigest()
     served = serve(file_app(tmp_path), lifespan="off")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((served.host, served.port))
-    sock.settimeout(30)
-    with sock:
+    with slow_reader(served) as sock:
         sock.sendall(request("GET", "/f/f"))
         time.sleep(0.5)  # the server's socket buffer fills; sendfile waits
         assert served.stats()["in_flight"] == 1
@@ -185,10 +187,7 @@ def test_a_file_truncated_mid_send_closes_the_connection_short(serve, tmp_path):
     path = tmp_path / "f"
     make_file(path, size)
     served = serve(file_app(tmp_path), lifespan="off")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((served.host, served.port))
-    with sock:
+    with slow_reader(served) as sock:
         sock.sendall(request("GET", "/f/f"))
         time.sleep(0.5)
         os.truncate(path, MiB)
@@ -205,11 +204,7 @@ def test_a_file_deleted_after_it_was_opened_is_sent_whole(serve, tmp_path):
     make_file(path, size)
     want = hashlib.sha256(path.read_bytes()).hexdigest()
     served = serve(file_app(tmp_path), lifespan="off")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((served.host, served.port))
-    sock.settimeout(30)
-    with sock:
+    with slow_reader(served) as sock:
         sock.sendall(request("GET", "/f/f"))
         time.sleep(0.5)
         path.unlink()  # the open descriptor keeps the data
