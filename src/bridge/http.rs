@@ -203,6 +203,7 @@ impl HttpResponder {
 
     /// Keeps `fut` until the engine's wake-up for this connection.
     fn park(&self, py: Python<'_>, fut: &Bound<'_, PyAny>, receive: bool) -> PyResult<()> {
+        let waiter = fut.clone().unbind();
         let parked = match self.bridge.conns().get_mut(&self.id()) {
             Some(e) => {
                 let slot = if receive {
@@ -210,12 +211,12 @@ impl HttpResponder {
                 } else {
                     &mut e.send_waiter
                 };
-                *slot = Some(fut.clone().unbind());
-                true
+                // The replaced future is dropped below, after the lock.
+                Ok(slot.replace(waiter))
             }
-            None => false,
+            None => Err(waiter),
         };
-        if parked {
+        if parked.is_ok() {
             return Ok(());
         }
         // The connection is already gone: nothing will wake this call.
@@ -397,9 +398,12 @@ impl Sender {
                 let path: std::path::PathBuf = match get(intern!(py, "path"))? {
                     Some(p) => p.extract()?,
                     None => {
+                        r.exchange
+                            .check_send(r.seq)
+                            .map_err(|e| send_error(&ty, e))?;
                         return Err(PyValueError::new_err(
                             "'http.response.pathsend' needs 'path'",
-                        ))
+                        ));
                     }
                 };
                 r.exchange
@@ -443,22 +447,32 @@ pub fn start_app(
 ) -> PyResult<()> {
     let refs = &bridge.refs;
     let id = exchange.id();
-    let (client, server) = {
-        let mut conns = bridge.conns();
-        let e = match conns.entry(id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(ConnEntry {
-                client: addr_tuple(py, exchange.peer().as_ref())?,
-                server: addr_tuple(py, exchange.local().as_ref())?,
-                recv_waiter: None,
-                send_waiter: None,
-            }),
-        };
-        // Waiters of the connection's previous request are done with.
-        e.recv_waiter = None;
-        e.send_waiter = None;
-        (e.client.clone_ref(py), e.server.clone_ref(py))
+    // No Python runs while the bridge's map is locked (an allocation may
+    // run the GC, and a finalizer may call receive() or send()): tuples are
+    // built, and old waiters dropped, outside the lock.
+    let known = bridge.conns().get_mut(&id).map(|e| {
+        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py));
+        (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
+    });
+    let (addrs, stale) = match known {
+        Some((addrs, stale)) => (Ok(addrs), Some(stale)),
+        None => {
+            let addrs = addr_tuple(py, exchange.peer().as_ref())
+                .and_then(|c| Ok((c, addr_tuple(py, exchange.local().as_ref())?)));
+            if let Ok((client, server)) = &addrs {
+                let entry = ConnEntry {
+                    client: client.clone_ref(py),
+                    server: server.clone_ref(py),
+                    recv_waiter: None,
+                    send_waiter: None,
+                };
+                bridge.conns().insert(id, entry);
+            }
+            (addrs, None)
+        }
     };
+    // Waiters of the connection's previous request are done with.
+    drop(stale);
     let log = refs.access_log.as_ref().map(|_| LogInfo {
         method: String::from_utf8_lossy(head.method()).into_owned(),
         target: String::from_utf8_lossy(head.bytes(head.target)).into_owned(),
@@ -472,6 +486,7 @@ pub fn start_app(
         log: Mutex::new(log),
     });
     let run = || -> PyResult<()> {
+        let (client, server) = addrs?;
         let forwarded = exchange.forwarded(head);
         let scope = build_scope(py, &bridge.scope, head, forwarded, &client, &server)?;
         let receive = Py::new(

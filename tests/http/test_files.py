@@ -221,11 +221,14 @@ def pathsend_app(path: str, content_length: int | None = None) -> Any:
     return app
 
 
-@pytest.mark.parametrize("what", ["missing", "directory"])
+@pytest.mark.parametrize("what", ["missing", "directory", "fifo"])
 def test_a_path_that_is_not_a_regular_file_is_an_app_error_and_a_500(
     serve, tmp_path, error_log, what
 ):
-    path = tmp_path / "nope" if what == "missing" else tmp_path
+    # A FIFO with no writer would block a plain open() (and the loop) forever.
+    path = {"missing": tmp_path / "nope", "directory": tmp_path, "fifo": tmp_path / "fifo"}[what]
+    if what == "fifo":
+        os.mkfifo(path)
     served = serve(pathsend_app(str(path)), lifespan="off")
     reply = exchange(served, request("GET", "/", headers=[("Connection", "close")]))
     assert reply.status == 500

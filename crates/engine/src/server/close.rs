@@ -27,10 +27,13 @@ pub enum CloseReason {
     NotKeepAlive,
     /// The request body the app left unread was too large to skip.
     BodyNotRead,
+    /// A file being sent could not be read, or shrank: the response cannot
+    /// be completed.
+    FileError,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::ClientEof,
         CloseReason::Reset,
         CloseReason::KeepAliveTimeout,
@@ -43,6 +46,7 @@ impl CloseReason {
         CloseReason::AppAbort,
         CloseReason::NotKeepAlive,
         CloseReason::BodyNotRead,
+        CloseReason::FileError,
     ];
 
     /// The stats key suffix (`closed_<name>`).
@@ -60,6 +64,7 @@ impl CloseReason {
             CloseReason::AppAbort => "app_abort",
             CloseReason::NotKeepAlive => "not_keep_alive",
             CloseReason::BodyNotRead => "body_not_read",
+            CloseReason::FileError => "file_error",
         }
     }
 
@@ -80,6 +85,7 @@ impl CloseReason {
                 | CloseReason::BodyTimeout
                 | CloseReason::SendTimeout
                 | CloseReason::AppAbort
+                | CloseReason::FileError
         )
     }
 }

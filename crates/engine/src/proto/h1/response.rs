@@ -28,6 +28,10 @@ pub enum ResponseError {
     /// Trailers without `trailers: true` in start, or before the final body.
     #[error("unexpected trailers")]
     UnexpectedTrailers,
+    /// A file after a close-delimited (HTTP/1.0) streamed body: if it shrank
+    /// while sent, the close would make the short body look complete.
+    #[error("a file cannot end a close-delimited body")]
+    FileAfterCloseDelimited,
 }
 
 /// How a final body that the caller sends itself (a file, by `sendfile`) is
@@ -533,6 +537,9 @@ impl ResponseEncoder {
         if self.body_done || self.complete {
             return Err(ResponseError::AlreadyComplete);
         }
+        if self.head_written && self.framing == Framing::Close {
+            return Err(ResponseError::FileAfterCloseDelimited);
+        }
         let owed = if self.head_written {
             (self.framing == Framing::Length).then_some(self.remaining)
         } else {
@@ -574,6 +581,8 @@ impl ResponseEncoder {
                 };
                 FileFraming { len, suffix }
             }
+            // Only before the head is written (refused above), where
+            // write_head never picks it for a final body of known length.
             Framing::Close => FileFraming { len, suffix: b"" },
         };
         self.body_bytes += framing.len;

@@ -23,9 +23,35 @@ use crate::proto::h1::{reason_phrase, write_simple_response};
 use crate::runtime::lock;
 
 pub(super) const READ_CHUNK: usize = 16 * 1024;
-/// Bytes of a file per `sendfile` call: large enough to fill any socket
-/// buffer, small enough to let other connections run between calls.
+/// Bytes of a file per `sendfile` call.
 const SENDFILE_CHUNK: u64 = 1 << 20;
+/// `sendfile` calls per write from the loop thread, and per wake-up of the
+/// driver: a big file to a fast reader then leaves in 1 MiB (loop thread)
+/// and 4 MiB (driver) steps, with Python and the other connections running
+/// between them.
+pub(super) const LOOP_FILE_CHUNKS: u32 = 1;
+pub(super) const DRIVER_FILE_CHUNKS: u32 = 4;
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WriteError {
+    /// The socket: the client is gone.
+    #[error("{0}")]
+    Socket(io::Error),
+    /// The file being sent could not be read, or ended early (it shrank):
+    /// the connection ends, and the app, if it is still sending, hears why.
+    #[error("cannot send file {path}: {err}")]
+    File { path: String, err: io::Error },
+}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Socket(e) => e,
+            e @ WriteError::File { .. } => io::Error::other(e.to_string()),
+        }
+    }
+}
 
 pub struct Conn {
     pub id: ConnId,
@@ -99,10 +125,11 @@ impl Conn {
     }
 
     /// Writes `st.out` now with one non-blocking syscall per chunk the
-    /// kernel takes: its bytes, then a file's (by `sendfile`), then what
-    /// follows the file. Leaves the remainder and marks it blocked.
-    pub(super) fn write_out(&self, st: &mut ConnState) -> io::Result<()> {
-        let res = self.write_all(&mut st.out);
+    /// kernel takes: its bytes, then up to `file_chunks` `sendfile` calls of
+    /// a file, then what follows the file. Leaves the remainder and marks it
+    /// blocked (the driver owns it from then on).
+    pub(super) fn write_out(&self, st: &mut ConnState, file_chunks: u32) -> Result<(), WriteError> {
+        let res = self.write_all(&mut st.out, file_chunks);
         if res.is_err() {
             st.closed = true;
             st.out.discard();
@@ -110,8 +137,9 @@ impl Conn {
         res
     }
 
-    fn write_all(&self, out: &mut Output) -> io::Result<()> {
+    fn write_all(&self, out: &mut Output, file_chunks: u32) -> Result<(), WriteError> {
         let stats = &self.shared.stats;
+        let mut chunks = 0;
         loop {
             while !out.buf.is_empty() {
                 Stats::inc(&stats.write_syscalls);
@@ -134,7 +162,7 @@ impl Conn {
                         return Ok(());
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(WriteError::Socket(e)),
                 }
             }
             let Some(f) = out.file.as_mut() else {
@@ -148,13 +176,17 @@ impl Conn {
                 }
                 continue;
             }
+            if chunks == file_chunks {
+                // Enough for now: the driver sends the rest.
+                out.blocked = true;
+                return Ok(());
+            }
+            chunks += 1;
             Stats::inc(&stats.write_syscalls);
             let count = f.remaining.min(SENDFILE_CHUNK) as usize;
+            let offset = f.offset;
             match self.stream.try_sendfile(&f.file, &mut f.offset, count) {
-                // The file shrank under the response: never end it with a
-                // short body that looks complete.
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
+                Ok(n) if n > 0 => {
                     stats.bytes_written.fetch_add(n as u64, Relaxed);
                     f.remaining -= n as u64;
                 }
@@ -163,18 +195,43 @@ impl Conn {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // EPIPE/ECONNRESET are the client's; anything else
+                    // (EIO, EINVAL) is the file's.
+                    let socket = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN)
+                    );
+                    if socket {
+                        return Err(WriteError::Socket(e));
+                    }
+                    return Err(WriteError::File {
+                        path: f.path.display().to_string(),
+                        err: e,
+                    });
+                }
+                // The file shrank under the response: never end it with a
+                // short body that looks complete.
+                Ok(_) => {
+                    return Err(WriteError::File {
+                        path: f.path.display().to_string(),
+                        err: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("it ended at {offset} bytes, {} short", f.remaining),
+                        ),
+                    })
+                }
             }
         }
     }
 
     /// From the loop thread: write `out` now unless the driver owns a
     /// pending flush; a remainder is handed to the driver.
-    pub(super) fn write_now(&self, st: &mut ConnState) -> io::Result<()> {
+    pub(super) fn write_now(&self, st: &mut ConnState) -> Result<(), WriteError> {
         if st.out.blocked {
             return Ok(());
         }
-        let res = self.write_out(st);
+        let res = self.write_out(st, LOOP_FILE_CHUNKS);
         if st.out.blocked {
             self.schedule();
         }
@@ -215,7 +272,7 @@ impl Conn {
         loop {
             {
                 let mut st = self.lock();
-                self.write_out(&mut st)?;
+                self.write_out(&mut st, DRIVER_FILE_CHUNKS)?;
                 if st.out.is_empty() {
                     return Ok(());
                 }

@@ -21,7 +21,7 @@ use tokio::time::{timeout_at, Instant, Sleep};
 use super::super::close::CloseReason;
 use super::super::exchange::{Event, HttpExchange};
 use super::super::stats::Stats;
-use super::conn::{Conn, READ_CHUNK};
+use super::conn::{Conn, WriteError, DRIVER_FILE_CHUNKS, READ_CHUNK};
 use super::state::{BodyReader, Reading, Writing};
 use crate::proto::h1::{
     write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
@@ -200,20 +200,32 @@ impl Driver {
                 biased;
                 _ = conn.wake.notified() => {}
                 r = conn.stream.writable(), if want_write => {
-                    let res = r.and_then(|_| {
+                    let res = r.map_err(WriteError::Socket).and_then(|_| {
                         let mut st = conn.lock();
                         let before = st.out.pending();
-                        conn.write_out(&mut st).map(|_| st.out.pending() < before)
+                        conn.write_out(&mut st, DRIVER_FILE_CHUNKS)
+                            .map(|_| (st.out.pending() < before, !st.out.is_empty()))
                     });
                     match res {
-                        Ok(true) => stalled_since = None,
-                        Ok(false) => {}
-                        Err(_) => {
+                        Ok((progress, more)) => {
+                            if progress {
+                                stalled_since = None;
+                            }
+                            conn.notify_if_waiting();
+                            if progress && more {
+                                // A big file to a fast reader: let the other
+                                // connections and Python run between steps.
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        Err(e) => {
                             conn.mark_closed();
-                            return Err(CloseReason::Reset);
+                            return Err(match e {
+                                WriteError::Socket(_) => CloseReason::Reset,
+                                WriteError::File { .. } => CloseReason::FileError,
+                            });
                         }
                     }
-                    conn.notify_if_waiting();
                 }
                 r = conn.read_some(rbuf), if want_read => {
                     let n = match r {

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::super::exchange::{
@@ -14,7 +14,7 @@ use super::super::exchange::{
     Wakeup,
 };
 use super::super::stats::Stats;
-use super::conn::Conn;
+use super::conn::{Conn, WriteError};
 use super::state::{ConnState, FileSend, Writing};
 use crate::net::proxy;
 use crate::proto::h1::{write_simple_response, RequestHead, CONTINUE_100};
@@ -24,12 +24,18 @@ use crate::proto::h1::{write_simple_response, RequestHead, CONTINUE_100};
 const SMALL_FILE: u64 = 16 * 1024;
 
 /// Opens `path` for `http.response.pathsend`: a regular file, and its size.
+/// Non-blocking, so a FIFO put where a file was expected cannot hang the
+/// loop in `open`.
 fn open_regular(path: &Path) -> Result<(File, u64), SendError> {
     let fail = |why: String| SendError::PathSend {
         path: path.display().to_string(),
         why,
     };
-    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".to_string()));
@@ -37,26 +43,19 @@ fn open_regular(path: &Path) -> Result<(File, u64), SendError> {
     Ok((file, meta.len()))
 }
 
-/// Reads exactly `len` bytes of `file` from its start onto `out`.
-fn read_into(file: &File, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let start = out.len();
-    out.resize(start + len as usize, 0);
+/// Reads all `len` bytes of `file` (a small one).
+fn read_all(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = vec![0; len as usize];
     let mut done = 0;
-    while done < len as usize {
-        match file.read_at(&mut out[start + done..], done as u64) {
-            Ok(0) => {
-                out.truncate(start);
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
+    while done < data.len() {
+        match file.read_at(&mut data[done..], done as u64) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                out.truncate(start);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(data)
 }
 
 impl Conn {
@@ -84,10 +83,16 @@ impl Conn {
         let high_water = shared.cfg.write_high_water as u64;
         let at_once = st.out.pending() >= high_water || (complete && !shared.in_dispatch());
         if at_once {
-            if self.write_now(st).is_err() {
+            if let Err(e) = self.write_now(st) {
                 st.recv_waiting = false;
                 self.schedule();
-                return Err(SendError::Disconnected);
+                return Err(match e {
+                    WriteError::Socket(_) => SendError::Disconnected,
+                    WriteError::File { path, err } => SendError::PathSend {
+                        path,
+                        why: err.to_string(),
+                    },
+                });
             }
         } else if !st.out.deferred && !st.out.blocked {
             st.out.deferred = true;
@@ -251,34 +256,38 @@ impl HttpExchange for Conn {
                 if shared.is_shutting_down() && !enc.head_written() {
                     enc.force_close();
                 }
+                let fail = |why: String| SendError::PathSend {
+                    path: path.display().to_string(),
+                    why,
+                };
                 let (file, len) = open_regular(path)?;
-                let mark = st.out.buf.len();
+                // A small file is read before anything is encoded, so a
+                // failed read leaves the response untouched (a 500 follows).
+                let small = if len <= SMALL_FILE {
+                    Some(read_all(&file, len).map_err(|e| fail(e.to_string()))?)
+                } else {
+                    None
+                };
                 let date = shared.date.get();
                 let framing = enc
                     .file_body(len, &shared.cfg.defaults, &date, &mut st.out.buf)
-                    .map_err(|e| SendError::PathSend {
-                        path: path.display().to_string(),
-                        why: e.to_string(),
-                    })?;
-                if framing.len <= SMALL_FILE {
+                    .map_err(|e| fail(e.to_string()))?;
+                match small {
                     // Read into the head's write: cheaper than a sendfile
                     // call for a file this small.
-                    if let Err(e) = read_into(&file, framing.len, &mut st.out.buf) {
-                        st.out.buf.truncate(mark);
-                        enc.force_close();
-                        return Err(SendError::PathSend {
-                            path: path.display().to_string(),
-                            why: e.to_string(),
-                        });
+                    Some(data) => {
+                        st.out.buf.extend_from_slice(&data[..framing.len as usize]);
+                        st.out.buf.extend_from_slice(framing.suffix);
                     }
-                    st.out.buf.extend_from_slice(framing.suffix);
-                } else {
-                    st.out.file = Some(FileSend {
-                        file,
-                        offset: 0,
-                        remaining: framing.len,
-                        suffix: framing.suffix.to_vec(),
-                    });
+                    None => {
+                        st.out.file = Some(FileSend {
+                            file,
+                            path: path.to_path_buf(),
+                            offset: 0,
+                            remaining: framing.len,
+                            suffix: framing.suffix.to_vec(),
+                        })
+                    }
                 }
                 let complete = enc.is_complete();
                 self.flush_and_finish(st, complete)

@@ -77,6 +77,8 @@ pub struct Output {
 /// The part of a file still to send, and what follows it on the wire.
 pub struct FileSend {
     pub file: std::fs::File,
+    /// For error messages.
+    pub path: std::path::PathBuf,
     pub offset: u64,
     pub remaining: u64,
     /// Bytes after the file (the chunked framing's end, trailers).

@@ -527,7 +527,7 @@ async fn a_file_that_shrinks_mid_send_ends_the_connection_short() {
     let all = h.read_to_eof().await;
     std::fs::remove_file(&path).ok();
     assert!(all.len() < size, "got {} bytes of {size}", all.len());
-    assert_eq!(h.closed_with().await, CloseReason::Reset);
+    assert_eq!(h.closed_with().await, CloseReason::FileError);
 }
 
 #[tokio::test]

@@ -927,3 +927,15 @@ fn early_hints_go_out_before_the_head_on_http11_only() {
         "HTTP/1.0"
     );
 }
+
+#[test]
+fn a_file_after_a_close_delimited_stream_is_refused() {
+    let mut e = ResponseEncoder::new(Version::Http10, false, false);
+    e.start(200, h(&[]), false).unwrap();
+    let mut out = Vec::new();
+    e.body(b"ab", true, &plain(), DATE, &mut out).unwrap();
+    assert_eq!(
+        file(&mut e, 10).0,
+        Err(ResponseError::FileAfterCloseDelimited)
+    );
+}
