@@ -12,6 +12,24 @@ from .config import Config
 
 logger = logging.getLogger("ferrule.error")
 
+#: The exit status of a server that could not start (uvicorn's).
+STARTUP_FAILURE = 3
+
+
+def startup_failure(config: Config, exc: OSError) -> int:
+    """Logs why the listening socket could not be set up, in one line naming
+    the address, and returns :data:`STARTUP_FAILURE`."""
+    what = exc.strerror or str(exc)
+    code = f"[Errno {exc.errno}] " if exc.errno is not None else ""
+    if config.fd is not None:
+        where = f"cannot serve file descriptor {config.fd}"
+    elif config.uds is not None:
+        where = f"error while attempting to bind on unix socket {config.uds!r}"
+    else:
+        where = f"error while attempting to bind on address ({config.host!r}, {config.port})"
+    logger.error("%s%s: %s", code, where, what.lower() if what[:1].isupper() else what)
+    return STARTUP_FAILURE
+
 
 def bind(config: Config) -> socket.socket:
     """The listening socket for ``config`` (inherited fd, Unix path or TCP)."""

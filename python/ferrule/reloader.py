@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 
 from .config import Config
 from .options import OPTIONS
-from ._sockets import announce, bind, remove_uds
+from ._sockets import announce, bind, remove_uds, startup_failure
 
 logger = logging.getLogger("ferrule.error")
 
@@ -86,7 +86,10 @@ class Reloader:
         self.should_exit = False
 
     def run(self) -> int:
-        sock = bind(self.config)
+        try:
+            sock = bind(self.config)
+        except OSError as exc:
+            return startup_failure(self.config, exc)
         os.set_inheritable(sock.fileno(), True)
         announce(sock)
         logger.info(

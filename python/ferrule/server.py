@@ -12,7 +12,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from . import logs
-from ._sockets import remove_uds
+from ._sockets import remove_uds, startup_failure
 from ._ferrule import ClientDisconnected, Engine, RequestTask, Send
 from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
@@ -106,7 +106,10 @@ class Server:
         """Serve until stopped; returns the process exit status."""
         config = self.config
         app = config.load_app()
-        engine = Engine(config.engine_options())
+        try:
+            engine = Engine(config.engine_options())
+        except OSError as exc:
+            return startup_failure(config, exc)
         self._engine = engine
         self.bound_address = engine.bound_address
         loop = FerruleEventLoop(FerruleSelector(engine))

@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Callable
 
-from ._sockets import announce, bind, remove_uds
+from ._sockets import announce, bind, remove_uds, startup_failure
 from .config import Config
 
 logger = logging.getLogger("ferrule.error")
@@ -55,7 +55,10 @@ class Supervisor:
         self.workers[pid] = time.monotonic()
 
     def run(self) -> int:
-        sock = bind(self.config)
+        try:
+            sock = bind(self.config)
+        except OSError as exc:
+            return startup_failure(self.config, exc)
         announce(sock)
         logger.info("Started parent process [%d]", os.getpid())
 

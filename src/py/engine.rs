@@ -11,7 +11,7 @@ use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
 use ferrule_engine::server::config::ServerConfig;
 use ferrule_engine::server::exchange::Event;
 use ferrule_engine::{Bind, Wait};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
@@ -70,6 +70,22 @@ fn secs(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An `OSError(errno, strerror)`, so Python sees `.errno` and the matching
+/// subclass (`FileNotFoundError`, `PermissionError`, ...).
+fn os_error(e: std::io::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let strerror = text
+                .strip_suffix(&format!(" (os error {code})"))
+                .unwrap_or(&text)
+                .to_string();
+            PyOSError::new_err((code, strerror))
+        }
+        None => PyOSError::new_err(e.to_string()),
+    }
 }
 
 impl Engine {
@@ -133,7 +149,7 @@ impl Engine {
             },
         };
         let backlog: i32 = item(d, "backlog")?.extract()?;
-        let core = ferrule_engine::Engine::new(cfg, &bind, backlog)?;
+        let core = ferrule_engine::Engine::new(cfg, &bind, backlog).map_err(os_error)?;
         Ok(Self {
             core,
             root_path: item(d, "root_path")?.extract()?,
