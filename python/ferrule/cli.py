@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from .config import Config, ConfigError
+from . import logs
 from .importer import ImportFromStringError
 from .options import BY_NAME, OPTIONS, Invalid, Option
 
@@ -230,6 +231,13 @@ def main(argv: list[str] | None = None) -> None:
         config.setup_logging()
     except ConfigError as exc:
         _fail(f"{settings.source('log_config')}: {exc.message}")
+
+    for name, what in (("loop", "runs its own event loop"), ("http", "parses HTTP itself")):
+        chosen = settings.values[name]
+        if chosen != "auto":
+            logs.error_logger.warning(
+                "%s %s has no effect: ferrule %s", BY_NAME[name].flag, chosen, what
+            )
 
     if settings.values["reload"]:
         # The parent never imports the app: each restarted child does.

@@ -16,6 +16,7 @@ __all__ = ["ASGIApp", "Config", "ConfigError", "LIFESPAN_MODES", "LOG_LEVELS"]
 
 ASGIApp = Callable[..., Any]
 LifespanMode = Literal["auto", "on", "off"]
+Interface = Literal["auto", "asgi3", "asgi2"]
 HeaderInput = Union[tuple[str, str], list[str], str]
 
 LIFESPAN_MODES = options.LIFESPAN_MODES
@@ -109,6 +110,7 @@ class Config:
         forwarded_allow_ips: str | list[str] | None = None,
         use_colors: bool | None = None,
         asyncio_tasks: bool | None = None,
+        interface: Interface = "auto",
     ) -> None:
         if not (isinstance(app, str) or callable(app)):
             raise ConfigError(
@@ -205,6 +207,7 @@ class Config:
             # builds the Config (as before this was an option).
             asyncio_tasks = _from_environment("asyncio_tasks", unset=False)
         self.asyncio_tasks: bool = _valid("asyncio_tasks", asyncio_tasks)
+        self.interface: Interface = _valid("interface", interface)
 
         self.loaded_app: ASGIApp | None = None
 
@@ -240,8 +243,11 @@ class Config:
                 f"{self.app!r} takes no arguments; if it is an application "
                 "factory, use --factory (factory=True)",
             )
-        _check_asgi3(obj)
-        app: ASGIApp = obj
+        if _is_asgi2(obj, self.interface):
+            app: ASGIApp = _asgi2_adapter(obj)
+        else:
+            _check_asgi3(obj)
+            app = obj
         self.loaded_app = app
         return app
 
@@ -333,6 +339,45 @@ def _looks_like_factory(obj: Any) -> bool:
         return False
     sig = _signature(obj)
     return sig is not None and not sig.parameters
+
+
+def _is_asgi2(obj: Any, interface: str) -> bool:
+    """For ``interface="auto"``, uvicorn's rule, made exact where a signature
+    tells: a class is ASGI 2 unless its instances are awaitable; a coroutine
+    function (or object whose ``__call__`` is one) is ASGI 3; any other
+    callable is ASGI 2 if it takes one argument (the scope), ASGI 3 if it
+    takes three (a plain function returning an awaitable)."""
+    if interface != "auto":
+        return interface == "asgi2"
+    if inspect.isclass(obj):
+        return not hasattr(obj, "__await__")
+    call = obj if inspect.isfunction(obj) else getattr(obj, "__call__", None)
+    if call is None or inspect.iscoroutinefunction(call):
+        return False
+    sig = _signature(obj)
+    if sig is None:
+        return False
+    return _binds(sig, 1) and not _binds(sig, 3)
+
+
+def _binds(sig: inspect.Signature, n: int) -> bool:
+    try:
+        sig.bind(*([object()] * n))
+    except TypeError:
+        return False
+    return True
+
+
+def _asgi2_adapter(app: Any) -> ASGIApp:
+    """An ASGI 3 callable serving an ASGI 2 app (``app(scope)`` returns the
+    instance to await with ``(receive, send)``)."""
+
+    async def asgi2(scope: Any, receive: Any, send: Any) -> None:
+        instance = app(scope)
+        await instance(receive, send)
+
+    asgi2.__qualname__ = f"asgi2({getattr(app, '__qualname__', app)!r})"
+    return asgi2
 
 
 def _check_asgi3(obj: Any) -> None:

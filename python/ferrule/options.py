@@ -32,6 +32,7 @@ __all__ = [
     "BY_NAME",
     "ENGINE_OPTIONS",
     "Invalid",
+    "INTERFACES",
     "LIFESPAN_MODES",
     "OPTIONS",
     "Option",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 LIFESPAN_MODES: tuple[str, ...] = ("auto", "on", "off")
+INTERFACES: tuple[str, ...] = ("auto", "asgi3", "asgi2")
 
 #: Check a Python value: return the value to keep, or raise :class:`Invalid`.
 Check = Callable[[Any], Any]
@@ -128,6 +130,12 @@ def _path(what: str) -> Check:
         return os.fspath(value)
 
     return check
+
+
+def _any_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid("expected a string")
+    return value
 
 
 def _host(value: Any) -> str:
@@ -640,6 +648,35 @@ OPTIONS: tuple[Option, ...] = (
         style="toggle",
         # None: Config reads FERRULE_ASYNCIO_TASKS (off when unset).
         shown_default="off",
+    ),
+    Option(
+        "interface",
+        "auto",
+        "Application interface: asgi3, asgi2 (a callable taking the scope and "
+        "returning an async callable of receive and send), or auto to tell them "
+        "apart as uvicorn does.",
+        _one_of(INTERFACES),
+        choices=INTERFACES,
+    ),
+    # uvicorn's event loop and HTTP parser choices: ferrule's engine is both,
+    # so these are accepted for uvicorn command lines and only noted.
+    Option(
+        "loop",
+        "auto",
+        "Accepted for uvicorn command lines; ferrule runs its own event loop, "
+        "so a value other than auto prints a notice and changes nothing.",
+        _any_text,
+        metavar="LOOP",
+        cli_only=True,
+    ),
+    Option(
+        "http",
+        "auto",
+        "Accepted for uvicorn command lines; ferrule parses HTTP itself, "
+        "so a value other than auto prints a notice and changes nothing.",
+        _any_text,
+        metavar="HTTP",
+        cli_only=True,
     ),
 )
 

@@ -289,8 +289,12 @@ def test_log_config_file_missing(capsys, tmp_path):
 
 
 def test_not_an_asgi_app(capsys, app_dir):
-    for target in ["good_app_mod:not_asgi", "good_app_mod:Asgi2"]:
-        code, _, err = call_main(capsys, "--app-dir", str(app_dir), target)
+    # Asgi2 with --interface asgi3: auto serves it as ASGI 2 (test_interface.py).
+    for target, extra in [
+        ("good_app_mod:not_asgi", []),
+        ("good_app_mod:Asgi2", ["--interface", "asgi3"]),
+    ]:
+        code, _, err = call_main(capsys, "--app-dir", str(app_dir), *extra, target)
         assert code == 2, target
         assert "ASGI" in one_line(err) or "factory" in one_line(err)
 
@@ -500,8 +504,9 @@ def test_load_app_factory_without_flag_is_an_error(app_dir):
 
 
 def test_load_app_rejects_asgi2_class(app_dir):
+    # With interface="asgi3" (auto serves it as ASGI 2: tests/cli/test_interface.py).
     with pytest.raises(ConfigError, match="ASGI 2"):
-        Config("good_app_mod:Asgi2", app_dir=str(app_dir)).load_app()
+        Config("good_app_mod:Asgi2", app_dir=str(app_dir), interface="asgi3").load_app()
 
 
 def test_load_app_framework_instances():

@@ -77,7 +77,7 @@ def test_table_entries_are_consistent() -> None:
             assert option.choices is None and not option.repeatable
         if option.cli_only:
             assert not option.engine
-    assert [o.name for o in OPTIONS if o.cli_only] == ["reload", "reload_dir"]
+    assert [o.name for o in OPTIONS if o.cli_only] == ["reload", "reload_dir", "loop", "http"]
 
 
 def test_parser_flags_are_the_table_s() -> None:
