@@ -166,13 +166,17 @@ fn truthy(value: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
     }
 }
 
+fn disconnected() -> PyErr {
+    ClientDisconnected::new_err("client disconnected")
+}
+
 fn unexpected(ty: &str, why: &str) -> PyErr {
     PyRuntimeError::new_err(format!("Unexpected ASGI message '{ty}' sent, {why}."))
 }
 
 fn send_error(ty: &str, e: SendError) -> PyErr {
     match e {
-        SendError::Disconnected => ClientDisconnected::new_err("client disconnected"),
+        SendError::Disconnected => disconnected(),
         SendError::Unexpected(why) => unexpected(ty, why),
         e @ SendError::Start(_) => PyValueError::new_err(e.to_string()),
         e @ (SendError::Body(_)
@@ -185,6 +189,15 @@ fn send_error(ty: &str, e: SendError) -> PyErr {
 impl HttpResponder {
     fn id(&self) -> ConnId {
         self.exchange.id()
+    }
+
+    /// A message without a key it needs; an out-of-order message is
+    /// refused as such first.
+    fn missing(&self, ty: &str, key: &str) -> PyErr {
+        if let Err(e) = self.exchange.check_send(self.seq) {
+            return send_error(ty, e);
+        }
+        PyValueError::new_err(format!("'{ty}' needs '{key}'"))
     }
 
     /// Resolves a `receive()` still waiting with `http.disconnect` (the
@@ -203,27 +216,23 @@ impl HttpResponder {
 
     /// Keeps `fut` until the engine's wake-up for this connection.
     fn park(&self, py: Python<'_>, fut: &Bound<'_, PyAny>, receive: bool) -> PyResult<()> {
-        let waiter = fut.clone().unbind();
-        let parked = match self.bridge.conns().get_mut(&self.id()) {
-            Some(e) => {
-                let slot = if receive {
-                    &mut e.recv_waiter
-                } else {
-                    &mut e.send_waiter
-                };
-                // The replaced future is dropped below, after the lock.
-                Ok(slot.replace(waiter))
-            }
-            None => Err(waiter),
-        };
-        if parked.is_ok() {
+        // A replaced future is dropped after the lock (it may run Python).
+        let replaced = self.bridge.conns().get_mut(&self.id()).map(|e| {
+            let slot = if receive {
+                &mut e.recv_waiter
+            } else {
+                &mut e.send_waiter
+            };
+            slot.replace(fut.clone().unbind())
+        });
+        if replaced.is_some() {
             return Ok(());
         }
         // The connection is already gone: nothing will wake this call.
         let value = if receive {
             disconnect_msg(py)
         } else {
-            Err(ClientDisconnected::new_err("client disconnected"))
+            Err(disconnected())
         };
         resolve(py, fut.clone().unbind(), value)
     }
@@ -349,14 +358,7 @@ impl Sender {
             "http.response.start" => {
                 let status: u16 = match get(intern!(py, "status"))? {
                     Some(s) => s.extract()?,
-                    None => {
-                        r.exchange
-                            .check_send(r.seq)
-                            .map_err(|e| send_error(&ty, e))?;
-                        return Err(PyValueError::new_err(
-                            "'http.response.start' needs 'status'",
-                        ));
-                    }
+                    None => return Err(r.missing(&ty, "status")),
                 };
                 let trailers = truthy(get(intern!(py, "trailers"))?)?;
                 let pairs = header_pairs(get(intern!(py, "headers"))?)?;
@@ -397,14 +399,7 @@ impl Sender {
             "http.response.pathsend" => {
                 let path: std::path::PathBuf = match get(intern!(py, "path"))? {
                     Some(p) => p.extract()?,
-                    None => {
-                        r.exchange
-                            .check_send(r.seq)
-                            .map_err(|e| send_error(&ty, e))?;
-                        return Err(PyValueError::new_err(
-                            "'http.response.pathsend' needs 'path'",
-                        ));
-                    }
+                    None => return Err(r.missing(&ty, "path")),
                 };
                 r.exchange
                     .send(r.seq, ResponsePart::PathSend { path: &path })
@@ -564,7 +559,7 @@ pub fn on_wake(py: Python<'_>, bridge: &Bridge, exchange: &dyn HttpExchange) -> 
     if let (Some(w), Some(ok)) = (send, up.send) {
         let v = match ok {
             Ok(()) => Ok(py.None().into_bound(py)),
-            Err(()) => Err(ClientDisconnected::new_err("client disconnected")),
+            Err(()) => Err(disconnected()),
         };
         resolve(py, w, v)?;
     }

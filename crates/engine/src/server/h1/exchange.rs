@@ -27,20 +27,24 @@ const SMALL_FILE: u64 = 16 * 1024;
 /// Non-blocking, so a FIFO put where a file was expected cannot hang the
 /// loop in `open`.
 fn open_regular(path: &Path) -> Result<(File, u64), SendError> {
-    let fail = |why: String| SendError::PathSend {
-        path: path.display().to_string(),
-        why,
-    };
+    let fail = |why: String| file_error(path, why);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| file_error(path, e))?;
+    let meta = file.metadata().map_err(|e| file_error(path, e))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".to_string()));
     }
     Ok((file, meta.len()))
+}
+
+fn file_error(path: &Path, why: impl ToString) -> SendError {
+    SendError::PathSend {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
 }
 
 /// Reads all `len` bytes of `file` (a small one).
@@ -69,6 +73,23 @@ impl Conn {
         Ok(())
     }
 
+    /// From `send()`: writes now; if that fails the response is over, and
+    /// the app hears why (the bridge releases a waiting `receive()`).
+    fn write_or_fail(&self, st: &mut ConnState) -> Result<(), SendError> {
+        let Err(e) = self.write_now(st) else {
+            return Ok(());
+        };
+        st.recv_waiting = false;
+        self.schedule();
+        Err(match e {
+            WriteError::Socket(_) => SendError::Disconnected,
+            WriteError::File { path, err } => SendError::PathSend {
+                path,
+                why: err.to_string(),
+            },
+        })
+    }
+
     /// Writes or defers what a body or trailers message encoded, and ends
     /// the response when it is complete.
     fn flush_and_finish(&self, st: &mut ConnState, complete: bool) -> Result<Sent, SendError> {
@@ -83,17 +104,7 @@ impl Conn {
         let high_water = shared.cfg.write_high_water as u64;
         let at_once = st.out.pending() >= high_water || (complete && !shared.in_dispatch());
         if at_once {
-            if let Err(e) = self.write_now(st) {
-                st.recv_waiting = false;
-                self.schedule();
-                return Err(match e {
-                    WriteError::Socket(_) => SendError::Disconnected,
-                    WriteError::File { path, err } => SendError::PathSend {
-                        path,
-                        why: err.to_string(),
-                    },
-                });
-            }
+            self.write_or_fail(st)?;
         } else if !st.out.deferred && !st.out.blocked {
             st.out.deferred = true;
             self.defer();
@@ -256,22 +267,18 @@ impl HttpExchange for Conn {
                 if shared.is_shutting_down() && !enc.head_written() {
                     enc.force_close();
                 }
-                let fail = |why: String| SendError::PathSend {
-                    path: path.display().to_string(),
-                    why,
-                };
                 let (file, len) = open_regular(path)?;
                 // A small file is read before anything is encoded, so a
                 // failed read leaves the response untouched (a 500 follows).
                 let small = if len <= SMALL_FILE {
-                    Some(read_all(&file, len).map_err(|e| fail(e.to_string()))?)
+                    Some(read_all(&file, len).map_err(|e| file_error(path, e))?)
                 } else {
                     None
                 };
                 let date = shared.date.get();
                 let framing = enc
                     .file_body(len, &shared.cfg.defaults, &date, &mut st.out.buf)
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| file_error(path, e))?;
                 match small {
                     // Read into the head's write: cheaper than a sendfile
                     // call for a file this small.
@@ -298,10 +305,8 @@ impl HttpExchange for Conn {
                     .map_err(SendError::EarlyHint)?;
                 // Worth sending only at once: it is meant to arrive before
                 // the response.
-                if wrote && self.write_now(st).is_err() {
-                    st.recv_waiting = false;
-                    self.schedule();
-                    return Err(SendError::Disconnected);
+                if wrote {
+                    self.write_or_fail(st)?;
                 }
                 Ok(Sent::Done)
             }
