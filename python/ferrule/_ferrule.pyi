@@ -81,6 +81,9 @@ class Engine:
         access_log: Callable[[str, str, str, str, int, int, float], None] | None = None,
         task_name: str = "ferrule-http",
         native_tasks: bool = True,
+        debug_log: Callable[[str], None] | None = None,
+        durations: bool = False,
+        reset_contextvars: bool = False,
     ) -> None: ...
     def tasks(self) -> list[RequestTask]: ...
     def native_tasks(self) -> bool: ...

@@ -104,6 +104,7 @@ class Config:
         headers: Iterable[HeaderInput] | None = None,
         server_header: bool = True,
         date_header: bool = True,
+        metrics_bind: str | None = None,
         log_config: dict[str, Any] | str | os.PathLike[str] | None = None,
         workers: int = 1,
         proxy_headers: bool = True,
@@ -182,6 +183,7 @@ class Config:
         self.server_header: bool = _valid("server_header", server_header)
         self.date_header: bool = _valid("date_header", date_header)
 
+        self.metrics_bind: str | None = _valid("metrics_bind", metrics_bind)
         self.log_config: dict[str, Any] | str | os.PathLike[str] | None = _valid(
             "log_config", log_config
         )
@@ -278,8 +280,7 @@ class Config:
         (the engine refuses unknown and missing keys).
         """
         result = {
-            option.name: getattr(self, option.name)
-            for option in options.ENGINE_OPTIONS
+            option.name: getattr(self, option.name) for option in options.ENGINE_OPTIONS
         }
         # Where the engine needs a derived form of the option:
         # the headers as the bytes that go on the wire, ...

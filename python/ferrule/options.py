@@ -144,6 +144,20 @@ def _host(value: Any) -> str:
     return value
 
 
+def _metrics_bind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid("expected HOST:PORT")
+    from .metrics import parse_bind
+
+    try:
+        parse_bind(value)
+    except ValueError:
+        raise Invalid("expected HOST:PORT") from None
+    return value
+
+
 def _root_path(value: Any) -> str:
     if not isinstance(value, str):
         raise Invalid("expected a string")
@@ -576,6 +590,15 @@ OPTIONS: tuple[Option, ...] = (
         _boolean(),
         style="toggle",
         engine=True,
+    ),
+    Option(
+        "metrics_bind",
+        None,
+        "Serve Prometheus metrics at http://HOST:PORT/metrics, an address of their "
+        "own (with --workers, per worker and summed by the supervisor).",
+        _metrics_bind,
+        metavar="HOST:PORT",
+        shown_default="off",
     ),
     Option(
         "log_config",

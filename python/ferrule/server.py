@@ -12,6 +12,8 @@ import time
 from typing import Any, Awaitable, Callable
 
 from . import logs
+from . import metrics as metrics_mod
+from ._trace import trace_app
 from ._sockets import remove_uds, startup_failure
 from ._ferrule import ClientDisconnected, Engine, RequestTask, Send
 from ._loop import FerruleEventLoop
@@ -81,6 +83,40 @@ def _access_logger() -> Callable[..., None] | None:
     return log
 
 
+def _cancel_remaining_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancels the tasks still alive when serving ends (an app's or a
+    library's background tasks) and runs them to their end, as
+    :func:`asyncio.run` does, so none is destroyed while pending."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for t in tasks:
+        t.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "Unhandled exception in a task at shutdown",
+                    "exception": t.exception(),
+                    "task": t,
+                }
+            )
+
+
+def _debug_logger() -> Callable[[str], None] | None:
+    """The engine's debug lines (connections opened and closed and why,
+    refused requests) go to ``ferrule.error`` at DEBUG; None above it, so
+    the engine never formats them."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return None
+
+    def log(line: str) -> None:
+        logger.debug("%s", line)
+
+    return log
+
+
 class Server:
     """One ferrule worker: binds, runs lifespan, serves until told to stop.
 
@@ -97,8 +133,11 @@ class Server:
         self._exit_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bound_address: tuple[str, int] | None = None
+        #: Where ``--metrics-bind`` serves, once serving.
+        self.metrics_address: tuple[str, int] | None = None
         self._engine: Engine | None = None
         self._signals_seen = 0
+        self._before_serving: set[asyncio.Task[Any]] = set()
 
     # ----------------------------------------------------------- public API
 
@@ -106,6 +145,8 @@ class Server:
         """Serve until stopped; returns the process exit status."""
         config = self.config
         app = config.load_app()
+        if logger.isEnabledFor(logs.TRACE_LOG_LEVEL):
+            app = trace_app(app, logger)
         try:
             engine = Engine(config.engine_options())
         except OSError as exc:
@@ -122,6 +163,7 @@ class Server:
             engine.shutdown()
             remove_uds(config)
             try:
+                _cancel_remaining_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 asyncio.set_event_loop(None)
@@ -145,7 +187,9 @@ class Server:
         """Engine counters: connections, requests, responses, write_syscalls..."""
         if self._engine is None:
             return {}
-        return dict(self._engine.stats())
+        stats = dict(self._engine.stats())
+        stats["in_flight"] = self._engine.in_flight()
+        return stats
 
     def handle_exit(self, sig: int | None = None, frame: Any = None) -> None:
         self._signals_seen += 1
@@ -176,6 +220,29 @@ class Server:
             if lifespan.should_exit:
                 return 3
 
+            metrics = None
+            if config.metrics_bind is not None and not getattr(
+                config, "_metrics_by_supervisor", False
+            ):
+                host, port = metrics_mod.parse_bind(config.metrics_bind)
+                try:
+                    metrics = await metrics_mod.serve_on_loop(
+                        host, port, lambda: {str(os.getpid()): self.stats()}
+                    )
+                except OSError as exc:
+                    logger.error(
+                        "Could not serve metrics on %s: %s",
+                        config.metrics_bind,
+                        exc.strerror or exc,
+                    )
+                    await lifespan.shutdown()
+                    return 3
+                shown = metrics.sockets[0].getsockname()
+                self.metrics_address = (shown[0], shown[1])
+                logger.info("Metrics on http://%s:%d/metrics", shown[0], shown[1])
+            # Tasks alive now (lifespan's, the caller's) are not the
+            # requests': at shutdown, the others were spawned by requests.
+            self._before_serving = set(asyncio.all_tasks(loop))
             engine.start(
                 loop,
                 app,
@@ -185,6 +252,9 @@ class Server:
                 access_log=_access_logger(),
                 task_name=REQUEST_TASK_NAME,
                 native_tasks=not config.asyncio_tasks,
+                debug_log=_debug_logger(),
+                durations=getattr(config, "metrics_bind", None) is not None,
+                reset_contextvars=bool(getattr(config, "reset_contextvars", False)),
             )
             self.started = True
             host, port = engine.bound_address
@@ -223,6 +293,8 @@ class Server:
                     self.should_exit = True
 
             await self._shutdown(engine, loop)
+            if metrics is not None:
+                metrics.close()
             await lifespan.shutdown()
             return 0
         finally:
@@ -248,24 +320,61 @@ class Server:
             )
             return tasks
 
+        def spawned_tasks() -> list[asyncio.Task[Any]]:
+            # Tasks the requests started (background work of the app): the
+            # shutdown's grace is theirs too.
+            current = asyncio.current_task(loop)
+            return [
+                t
+                for t in asyncio.all_tasks(loop)
+                if t is not current
+                and t not in self._before_serving
+                and t.get_name() != REQUEST_TASK_NAME
+                and not t.done()
+            ]
+
         if engine.in_flight() or request_tasks():
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+        expired = False
         while (engine.in_flight() or request_tasks()) and not self.force_exit:
             if deadline is not None and time.monotonic() >= deadline:
                 logger.error(
                     "Cancel %d running request(s), timeout graceful shutdown exceeded",
                     len(request_tasks()),
                 )
+                expired = True
                 break
             await asyncio.sleep(0.02)
-        to_cancel = request_tasks()
+        # Without a deadline, spawned tasks still running once every request
+        # ended are cancelled now; with one, they may use what is left of it.
+        while (
+            deadline is not None
+            and not expired
+            and not self.force_exit
+            and spawned_tasks()
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        to_cancel: list[asyncio.Task[Any] | RequestTask] = request_tasks()
+        spawned = spawned_tasks()
+        to_cancel.extend(spawned)
         for t in to_cancel:
             t.cancel()
-        # A cancelled app may catch the cancellation and clean up first.
+        # A cancelled app may catch the cancellation and clean up first;
+        # spawned tasks are awaited (never left to be destroyed pending).
         for _ in range(100):
             if all(t.done() for t in to_cancel):
                 break
             await asyncio.sleep(0.01)
+        for t in spawned:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                loop.call_exception_handler(
+                    {
+                        "message": "Task spawned by a request failed at shutdown",
+                        "exception": t.exception(),
+                        "task": t,
+                    }
+                )
         # Let connection tasks flush what the cancelled apps left and close.
         for _ in range(5):
             await asyncio.sleep(0)

@@ -31,6 +31,12 @@ pub struct PyRefs {
     /// An already-completed future: `send()` returns it when it need not wait.
     pub done: Py<PyAny>,
     pub access_log: Option<Py<PyAny>>,
+    /// `debug_log(line)`: the engine's debug lines (connections opened and
+    /// closed and why, refused requests); None below debug level.
+    pub debug_log: Option<Py<PyAny>>,
+    /// Requests start in an empty context instead of a copy of the
+    /// loop's (`--reset-contextvars`).
+    pub fresh_context: bool,
 }
 
 /// One connection, as the bridge knows it.

@@ -24,6 +24,10 @@ pub fn dispatch(py: Python<'_>, bridge: &Arc<Bridge>, batch: &mut Vec<Event>) ->
                 http::on_closed(bridge, id);
                 Ok(())
             }
+            Event::Log(line) => match &bridge.refs.debug_log {
+                Some(log) => log.bind(py).call1((line,)).map(|_| ()),
+                None => Ok(()),
+            },
         };
         match r {
             Ok(()) => {}

@@ -298,21 +298,37 @@ impl HttpResponder {
 }
 
 impl TaskOwner for HttpResponder {
+    /// Every request reaches the access log once: here, if its response
+    /// did not complete (nginx's convention: the status sent, or 499 when
+    /// the client left before any).
     fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
         match self.exchange.app_done(self.seq, failed) {
-            AppEnd::Complete | AppEnd::ClientGone => Ok(false),
-            AppEnd::Aborted => {
+            AppEnd::Complete => Ok(false),
+            AppEnd::ClientGone(mut sent) => {
+                if sent.status == 0 {
+                    sent.status = CLIENT_CLOSED;
+                }
                 self.release_receive(py)?;
-                Ok(true)
+                self.access_log(py, sent)?;
+                Ok(false)
             }
-            AppEnd::Answered(done) => {
+            AppEnd::Abandoned(sent) => {
                 self.release_receive(py)?;
-                self.access_log(py, done)?;
+                self.access_log(py, sent)?;
+                Ok(false)
+            }
+            AppEnd::Aborted(sent) | AppEnd::Answered(sent) => {
+                self.release_receive(py)?;
+                self.access_log(py, sent)?;
                 Ok(true)
             }
         }
     }
 }
+
+/// The access log's status for a request whose client closed the
+/// connection before a response head was sent (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
 
 #[pymethods]
 impl Receive {
@@ -498,7 +514,11 @@ pub fn start_app(
         )?;
         // Each request runs in its own copy of the context, as an asyncio
         // task would; the app is called inside it too.
-        let ctx = task::copy_context(py)?;
+        let ctx = if refs.fresh_context {
+            task::new_context(py)?
+        } else {
+            task::copy_context(py)?
+        };
         task::in_context(py, &ctx, || -> PyResult<()> {
             let call = match refs
                 .app

@@ -137,6 +137,12 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
 }
 
+/// A new, empty `contextvars.Context` (`--reset-contextvars`).
+pub fn new_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: as for copy_context: attached, and NULL becomes an error.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New()) }
+}
+
 /// Runs `f` with `ctx` (a `contextvars.Context`) as the current context.
 pub fn in_context<R>(py: Python<'_>, ctx: &Bound<'_, PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
     // SAFETY: ctx is a live Context object (made by copy_context) and we are

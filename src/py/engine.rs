@@ -180,8 +180,12 @@ impl Engine {
     /// Starts accepting and serving `app` on `event_loop`. `report(exc)`
     /// logs an app failure; `runner(awaitable, send)` is the coroutine an
     /// asyncio Task runs when requests cannot run as RequestTasks.
+    /// `debug_log(line)` gets the engine's debug lines; `durations` turns on
+    /// the request duration histogram (read by the metrics endpoint);
+    /// `reset_contextvars` starts each request in an empty context.
     #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
-                        task_name = "ferrule-http", native_tasks = true))]
+                        task_name = "ferrule-http", native_tasks = true, debug_log = None,
+                        durations = false, reset_contextvars = false))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -194,6 +198,9 @@ impl Engine {
         access_log: Option<Py<PyAny>>,
         task_name: &str,
         native_tasks: bool,
+        debug_log: Option<Py<PyAny>>,
+        durations: bool,
+        reset_contextvars: bool,
     ) -> PyResult<()> {
         let done = event_loop.call_method0("create_future")?;
         let tasks_mod = py.import("asyncio")?.getattr("tasks")?;
@@ -236,7 +243,15 @@ impl Engine {
             task_kwargs: task_kwargs.unbind(),
             done: done.unbind(),
             access_log,
+            fresh_context: reset_contextvars,
+            debug_log,
         };
+        let shared = self.core.shared();
+        shared.set_debug(refs.debug_log.is_some());
+        shared
+            .stats
+            .timing
+            .store(durations, std::sync::atomic::Ordering::Relaxed);
         if self
             .bridge
             .set(Arc::new(Bridge::new(refs, scope, tasks)))

@@ -17,7 +17,12 @@ pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
             Ok((stream, peer, local)) => {
                 Stats::inc(&shared.stats.connections);
                 shared.stats.active_connections.fetch_add(1, Relaxed);
-                let conn = h1::Conn::new(shared.next_id(), stream, peer, local, shared.clone());
+                let id = shared.next_id();
+                shared.debug(|| match peer {
+                    Some(p) => format!("Connection {id} opened from {p}"),
+                    None => format!("Connection {id} opened (unix socket)"),
+                });
+                let conn = h1::Conn::new(id, stream, peer, local, shared.clone());
                 shared.register(conn.id, conn.clone());
                 shared.exec.spawn(async move {
                     h1::driver::run(conn).await;

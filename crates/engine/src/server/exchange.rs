@@ -24,6 +24,11 @@ pub enum Event {
     Wake(Arc<dyn HttpExchange>),
     /// The connection is gone; what the bridge keeps for it can go.
     Closed(ConnId),
+    /// A debug line (a connection opened or closed and why, a request
+    /// refused): queued only while [`Shared::set_debug`] is on.
+    ///
+    /// [`Shared::set_debug`]: super::shared::Shared::set_debug
+    Log(String),
 }
 
 /// A response message from the app.
@@ -110,16 +115,22 @@ pub enum Received {
     Wait,
 }
 
-/// How the app's coroutine ending left the response.
+/// How the app's coroutine ending left the response. Every variant but
+/// `Complete` carries what was sent, for the access log (status 0: no
+/// response head was sent).
 #[derive(Debug, PartialEq, Eq)]
 pub enum AppEnd {
     /// The response was complete (or belongs to an earlier request).
     Complete,
     /// The client had gone; nothing more could be sent.
-    ClientGone,
+    ClientGone(Completion),
     /// Part of the response was written: the connection is closed so the
     /// client never sees a complete-looking response.
-    Aborted,
+    Aborted(Completion),
+    /// As `Aborted`, but the app had been told `http.disconnect` by the
+    /// server (at shutdown): ending there is what it was asked to do, not
+    /// an error of the app.
+    Abandoned(Completion),
     /// Nothing was written: ferrule answered 500.
     Answered(Completion),
 }

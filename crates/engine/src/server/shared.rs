@@ -54,6 +54,9 @@ pub struct Shared {
     next_id: AtomicU64,
     /// Open connections, so shutdown can reach the busy ones.
     conns: Mutex<HashMap<ConnId, Arc<dyn Connection>>>,
+    /// Debug lines are wanted (the Python side logs at debug level); off,
+    /// they cost one relaxed load and are never formatted.
+    debug: AtomicBool,
 }
 
 impl Shared {
@@ -71,6 +74,7 @@ impl Shared {
             in_dispatch: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
+            debug: AtomicBool::new(false),
         }
     }
 
@@ -85,6 +89,18 @@ impl Shared {
     /// From a driver: hand an event to the bridge.
     pub fn push_event(&self, ev: Event) {
         lock(&self.events).push(ev);
+    }
+
+    pub fn set_debug(&self, on: bool) {
+        self.debug.store(on, Ordering::Relaxed);
+    }
+
+    /// Queues a debug line for the bridge; `line` runs only when wanted.
+    #[inline]
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.debug.load(Ordering::Relaxed) {
+            self.push_event(Event::Log(line()));
+        }
     }
 
     pub fn has_events(&self) -> bool {

@@ -249,6 +249,7 @@ impl Conn {
             Stats::inc(&self.shared.stats.read_syscalls);
             match self.stream.try_read_buf(buf) {
                 Ok(n) => {
+                    self.shared.stats.bytes_read.fetch_add(n as u64, Relaxed);
                     if n > 0 && n < spare {
                         // A short read drained the socket: drop tokio's
                         // cached readiness now instead of paying a read
@@ -281,6 +282,18 @@ impl Conn {
         }
     }
 
+    /// Debug line for a request body ferrule refuses (400/413).
+    pub(super) fn debug_body_failure(&self, failure: super::state::BodyFailure) {
+        let id = self.id;
+        self.shared.debug(|| {
+            format!(
+                "Connection {id}: request body refused with {}: {}",
+                failure.status(),
+                failure.why()
+            )
+        });
+    }
+
     /// Queues a plain error response that ends the connection, unless part
     /// of the current request's response already went out (`refused`: the
     /// request was answered before its app started, so nothing of its own
@@ -292,6 +305,7 @@ impl Conn {
             Stats::inc(&shared.stats.bad_requests);
         }
         if refused || (!st.head_written() && !st.response_done()) {
+            shared.stats.response_ended(status, st.started.take());
             let date = shared.date.get();
             write_simple_response(
                 &mut st.out.buf,

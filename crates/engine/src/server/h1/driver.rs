@@ -97,9 +97,17 @@ impl Driver {
                 Ok(None) => {}
                 Err(e) => {
                     Stats::inc(&shared.stats.bad_requests);
+                    shared.stats.response_ended(e.status(), None);
                     let mut st = conn.lock();
                     let date = shared.date.get();
                     let reason = e.to_string();
+                    shared.debug(|| {
+                        format!(
+                            "Connection {}: malformed request, answered {}: {reason}",
+                            conn.id,
+                            e.status()
+                        )
+                    });
                     write_simple_response(
                         &mut st.out.buf,
                         e.status(),
@@ -142,11 +150,16 @@ impl Driver {
 
     /// Serves one request until its response is complete and written.
     async fn run_request(&mut self, head: RequestHead) -> Result<(), CloseReason> {
-        if let Some((status, reason)) = self.refuse(&head) {
+        if let Some((status, reason, why)) = self.refuse(&head) {
+            let id = self.conn.id;
+            self.conn
+                .shared
+                .debug(|| format!("Connection {id}: request refused with {status}: {why}"));
             self.conn.reply_and_close(status, true);
             return Err(reason);
         }
         if let Some(failure) = self.start_request(head) {
+            self.conn.debug_body_failure(failure);
             self.conn.reply_and_close(failure.status(), false);
             self.conn.push_wake();
             return Err(body_close_reason(failure.status()));
@@ -252,6 +265,7 @@ impl Driver {
                         // complete body); the client gets 400/413 if nothing
                         // of the response was sent, and the connection ends
                         // because framing is in doubt.
+                        conn.debug_body_failure(failure);
                         conn.reply_and_close(failure.status(), false);
                         conn.push_wake();
                         return Err(body_close_reason(failure.status()));
@@ -274,17 +288,25 @@ impl Driver {
     }
 
     /// A request ferrule answers itself instead of starting the app.
-    fn refuse(&self, head: &RequestHead) -> Option<(u16, CloseReason)> {
+    fn refuse(&self, head: &RequestHead) -> Option<(u16, CloseReason, &'static str)> {
         let shared = &self.conn.shared;
         let cfg = &shared.cfg;
         if let (Some(max), BodyFraming::Length(n)) = (cfg.max_body, head.framing) {
             if n > max {
-                return Some((413, CloseReason::LimitExceeded));
+                return Some((
+                    413,
+                    CloseReason::LimitExceeded,
+                    "Content-Length over --limit-request-body",
+                ));
             }
         }
         if let Some(limit) = cfg.limit_concurrency {
             if shared.in_flight.load(Relaxed) >= limit {
-                return Some((503, CloseReason::LimitExceeded));
+                return Some((
+                    503,
+                    CloseReason::LimitExceeded,
+                    "--limit-concurrency reached",
+                ));
             }
         }
         None
@@ -301,6 +323,8 @@ impl Driver {
         let broken = {
             let mut st = conn.lock();
             st.seq += 1;
+            st.told_disconnect = false;
+            st.started = shared.stats.request_started();
             st.in_flight = true;
             st.idle_since = None;
             st.has_next = false;
@@ -344,7 +368,10 @@ impl Driver {
         let (keep, body_left, aborted) = {
             let mut st = self.conn.lock();
             st.end_request(shared);
-            let aborted = st.writing == Writing::Aborted;
+            // An app that stopped because the server told it to (shutdown)
+            // did not fail: the close is the shutdown's.
+            let aborted = st.writing == Writing::Aborted
+                && !(st.told_disconnect && shared.is_shutting_down());
             let keep = st.keep_alive
                 && !aborted
                 && st.body_failure().is_none()
@@ -417,13 +444,21 @@ impl Driver {
         }
         let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Both);
         conn.mark_closed();
-        let had_request = {
+        let requests = {
             // Read now, not before the linger: the response may have ended
             // meanwhile.
             let mut st = conn.lock();
             st.end_request(shared);
-            st.seq > 0
+            st.seq
         };
+        let had_request = requests > 0;
+        shared.debug(|| {
+            format!(
+                "Connection {} closed: {} after {requests} request(s)",
+                conn.id,
+                reason.name()
+            )
+        });
         shared.unregister(conn.id);
         shared.stats.active_connections.fetch_sub(1, Relaxed);
         shared.stats.closed(reason);

@@ -147,6 +147,7 @@ impl Conn {
             body_bytes: done.1,
             waiting_receive,
         };
+        shared.stats.response_ended(done.status, st.started.take());
         // The usual end (keep-alive, body read, response written, nothing
         // pipelined) needs nothing from the driver until the client sends
         // again: its pending read sees the next request. Not waking it
@@ -352,20 +353,39 @@ impl HttpExchange for Conn {
         if failed {
             Stats::inc(&shared.stats.app_errors);
         }
+        // The encoder is reused across requests: only a written head is
+        // this response's.
+        let sent = match st.enc.as_ref() {
+            Some(e) if e.head_written() => Completion {
+                status: e.status(),
+                body_bytes: e.body_bytes(),
+                waiting_receive: false,
+            },
+            _ => Completion {
+                status: 0,
+                body_bytes: 0,
+                waiting_receive: false,
+            },
+        };
         if st.closed {
             // The client went away: nothing more can be sent, and that is
             // not the app's fault.
             st.writing = Writing::Done;
             drop(guard);
             self.schedule();
-            return AppEnd::ClientGone;
+            return AppEnd::ClientGone(sent);
         }
         if st.head_written() {
             st.writing = Writing::Aborted;
             st.recv_waiting = false;
+            let told = st.told_disconnect && !failed;
             drop(guard);
             self.schedule();
-            return AppEnd::Aborted;
+            return if told {
+                AppEnd::Abandoned(sent)
+            } else {
+                AppEnd::Aborted(sent)
+            };
         }
         // Nothing of the response reached the wire: answer 500 instead.
         let date = shared.date.get();

@@ -37,6 +37,14 @@ pub enum BodyFailure {
 }
 
 impl BodyFailure {
+    /// Why, for the debug log.
+    pub fn why(self) -> &'static str {
+        match self {
+            BodyFailure::Malformed => "malformed chunked body",
+            BodyFailure::TooLarge => "body over --limit-request-body",
+        }
+    }
+
     /// The status ferrule answers with, if nothing of the response went out.
     pub fn status(self) -> u16 {
         match self {
@@ -149,6 +157,12 @@ pub struct ConnState {
     pub send_waiting: bool,
     /// The socket is gone (error, reset, or closed by us): sends fail.
     pub closed: bool,
+    /// The app was told `http.disconnect` while its response was open (at
+    /// shutdown, or after a failed body): returning without finishing the
+    /// response is then what it was asked to do, not an app error.
+    pub told_disconnect: bool,
+    /// When the current request started, if durations are measured.
+    pub started: Option<std::time::Instant>,
 }
 
 impl Default for ConnState {
@@ -170,6 +184,8 @@ impl Default for ConnState {
             recv_waiting: false,
             send_waiting: false,
             closed: false,
+            told_disconnect: false,
+            started: None,
         }
     }
 }
@@ -294,13 +310,18 @@ impl ConnState {
         // At shutdown an app that only listens for disconnect (server-sent
         // events, long polls) is told the client is gone, so it ends.
         let finished = matches!(self.reading, Reading::Delivered) && shutting_down;
-        if self.seq != seq || self.response_done() || self.closed || finished {
+        if self.seq != seq || self.response_done() || self.closed {
+            return Received::Disconnect;
+        }
+        if finished {
+            self.told_disconnect = true;
             return Received::Disconnect;
         }
         if let Some(more) = self.take_body(sink) {
             return Received::Body { more };
         }
         if self.body_failure().is_some() {
+            self.told_disconnect = true;
             return Received::Disconnect;
         }
         Received::Wait

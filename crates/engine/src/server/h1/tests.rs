@@ -72,13 +72,16 @@ impl Harness {
     }
 
     async fn request(&mut self) -> (Arc<dyn HttpExchange>, String) {
-        match self.next_event().await {
-            Event::Request(ex, head) => {
-                let path = String::from_utf8_lossy(head.bytes(head.path)).into_owned();
-                (ex, path)
+        loop {
+            match self.next_event().await {
+                Event::Request(ex, head) => {
+                    let path = String::from_utf8_lossy(head.bytes(head.path)).into_owned();
+                    return (ex, path);
+                }
+                Event::Log(_) => continue,
+                Event::Wake(_) => panic!("expected a request, got a wake-up"),
+                Event::Closed(_) => panic!("expected a request, got a close"),
             }
-            Event::Wake(_) => panic!("expected a request, got a wake-up"),
-            Event::Closed(_) => panic!("expected a request, got a close"),
         }
     }
 
@@ -86,7 +89,7 @@ impl Harness {
         loop {
             match self.next_event().await {
                 Event::Wake(ex) => return ex,
-                Event::Closed(_) => continue,
+                Event::Closed(_) | Event::Log(_) => continue,
                 Event::Request(..) => panic!("expected a wake-up, got a request"),
             }
         }
@@ -152,6 +155,19 @@ fn start(ex: &dyn HttpExchange, headers: &[(&[u8], &[u8])]) {
         trailers: false,
     };
     ex.send(ex.seq(), part).expect("start");
+}
+
+/// The debug lines queued (and not yet taken by the harness).
+fn debug_lines(shared: &Shared) -> Vec<String> {
+    let mut batch = Vec::new();
+    shared.take_events(&mut batch);
+    batch
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Log(line) => Some(line),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Answers `body` as one start and one final body message.
@@ -310,6 +326,75 @@ async fn a_partial_head_closes_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn debug_lines_say_why_a_request_was_refused_and_why_the_connection_closed() {
+    let mut h = Harness::new(ServerConfig {
+        max_body: Some(4),
+        ..config()
+    });
+    h.shared.set_debug(true);
+    let shared = h.shared.clone();
+    h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await;
+    assert!(h.read_to_eof().await.starts_with(b"HTTP/1.1 413"));
+    assert_eq!(h.closed_with().await, CloseReason::LimitExceeded);
+    let lines = debug_lines(&shared);
+    assert!(
+        lines.iter().any(|l| l.contains("refused with 413")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("closed: limit_exceeded after 0 request(s)")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_debug_lines_are_queued_unless_asked_for() {
+    let mut h = Harness::new(config());
+    let shared = h.shared.clone();
+    h.send(b"GET / HTT").await;
+    h.client.shutdown().await.expect("shutdown");
+    assert_eq!(h.closed_with().await, CloseReason::ClientEof);
+    assert!(debug_lines(&shared).is_empty());
+}
+
+#[tokio::test]
+async fn a_stream_told_of_the_shutdown_that_returns_is_abandoned_not_aborted() {
+    let mut h = Harness::new(config());
+    h.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (ex, _) = h.request().await;
+    start(&*ex, &[]);
+    assert_eq!(
+        ex.send(
+            ex.seq(),
+            ResponsePart::Body {
+                data: b"data: 1",
+                more: true
+            }
+        )
+        .expect("body"),
+        Sent::Done
+    );
+    h.iteration();
+    // The (empty) body first, then the app waits for a disconnect.
+    assert_eq!(
+        ex.receive(ex.seq(), &mut |_| {}),
+        Received::Body { more: false }
+    );
+    assert_eq!(ex.receive(ex.seq(), &mut |_| {}), Received::Wait);
+    h.shared.begin_shutdown();
+    assert_eq!(ex.receive(ex.seq(), &mut |_| {}), Received::Disconnect);
+    assert!(matches!(
+        ex.app_done(ex.seq(), false),
+        AppEnd::Abandoned(c) if c.status == 200 && c.body_bytes == 7
+    ));
+    h.iteration();
+    assert_eq!(h.closed_with().await, CloseReason::Shutdown);
+}
+
+#[tokio::test]
 async fn a_client_that_goes_away_mid_request_wakes_the_waiting_receive() {
     let mut h = Harness::new(config());
     h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
@@ -323,7 +408,10 @@ async fn a_client_that_goes_away_mid_request_wakes_the_waiting_receive() {
         Some(Received::Disconnect)
     );
     assert!(ex.is_closed());
-    assert_eq!(ex.app_done(ex.seq(), false), AppEnd::ClientGone);
+    assert!(matches!(
+        ex.app_done(ex.seq(), false),
+        AppEnd::ClientGone(_)
+    ));
     assert_eq!(h.closed_with().await, CloseReason::ClientEof);
 }
 
