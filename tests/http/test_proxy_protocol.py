@@ -224,3 +224,15 @@ def test_a_header_over_a_unix_socket_from_a_trusted_unix_peer(tmp_path: Path) ->
         server.should_exit = True
         thread.join(10)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_cli_flag_reads_the_header_in_every_worker(run_cli: Any, workers: str) -> None:
+    proc = run_cli("examples.hello:app", "--proxy-protocol", "--workers", workers, "--no-access-log")
+    for _ in range(4):  # a few connections, so each worker likely gets one
+        with socket.create_connection((proc.host, proc.port), timeout=5) as sock:
+            sock.sendall(v1("192.0.2.7", 51234) + request("GET", "/"))
+            assert read_response(sock).status == 200
+        with socket.create_connection((proc.host, proc.port), timeout=5) as sock:
+            sock.sendall(request("GET", "/"))
+            assert_closed_silently(sock)
