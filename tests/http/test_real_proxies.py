@@ -305,3 +305,55 @@ backend ferrule
         f"over {load_connections} upstream "
         f"connections; {checks} health checks"
     )
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("check_send_proxy", [True, False], ids=["check-send-proxy", "without"])
+def test_haproxy_checks_on_their_own_port_need_check_send_proxy(
+    serve: Any, start_proxy: Any, tmp_path: Path, check_send_proxy: bool
+) -> None:
+    # A check with its own `port` loses the PROXY header unless
+    # check-send-proxy is set: ferrule then closes the checks, and HAProxy
+    # marks the server down. (README: "Health checks need the header too".)
+    app = EchoApp()
+    srv = serve(app, lifespan="off", access_log=False, proxy_protocol=True)
+    port = free_port()
+    stats_sock = tmp_path / "haproxy.sock"
+    conf = tmp_path / "haproxy.cfg"
+    extra = "check-send-proxy" if check_send_proxy else ""
+    conf.write_text(f"""
+global
+    stats socket {stats_sock} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend ferrule
+
+backend ferrule
+    option httpchk GET /health
+    server app1 127.0.0.1:{srv.port} check inter 100 port {srv.port} send-proxy-v2 {extra}
+""")
+    assert HAPROXY is not None
+    start_proxy([HAPROXY, "-db", "-f", str(conf)], port, tmp_path / "haproxy.out")
+    deadline = time.monotonic() + 5
+    while True:
+        time.sleep(0.05)
+        try:
+            row = haproxy_servers(stats_sock)["app1"]
+        except OSError:
+            continue
+        if row["check_status"] not in ("", "INI") or time.monotonic() > deadline:
+            break
+    if check_send_proxy:
+        assert row["status"] == "UP" and row["check_status"] == "L7OK", row
+        assert app.health and srv.stats()["closed_proxy_header"] == 0
+    else:
+        assert row["status"] == "DOWN", row
+        assert not app.health
+        assert srv.stats()["closed_proxy_header"] >= 1
