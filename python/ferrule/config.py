@@ -109,6 +109,7 @@ class Config:
         workers: int = 1,
         proxy_headers: bool = True,
         forwarded_allow_ips: str | list[str] | None = None,
+        proxy_protocol: bool = False,
         use_colors: bool | None = None,
         asyncio_tasks: bool | None = None,
         interface: Interface = "auto",
@@ -196,6 +197,7 @@ class Config:
         self.trusted_hosts: list[str] = _valid(
             "forwarded_allow_ips", forwarded_allow_ips
         )
+        self.proxy_protocol: bool = _valid("proxy_protocol", proxy_protocol)
         self._trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._trusted_literals: set[str] = set()
         for item in self.trusted_hosts:
@@ -288,6 +290,11 @@ class Config:
         # ... the proxies to believe (none when proxy headers are off), ...
         result["forwarded_allow_ips"] = (
             list(self.trusted_hosts) if self.proxy_headers else []
+        )
+        # ... the peers whose PROXY protocol header is believed (None = off;
+        # not tied to proxy_headers: the header is not an HTTP header), ...
+        result["proxy_protocol"] = (
+            list(self.trusted_hosts) if self.proxy_protocol else None
         )
         # ... and no path to bind when the socket is inherited: a worker gets
         # its parent's socket as ``fd`` while ``uds`` still names its file.

@@ -656,6 +656,17 @@ OPTIONS: tuple[Option, ...] = (
         shown_default="127.0.0.1",
     ),
     Option(
+        "proxy_protocol",
+        False,
+        "Read a PROXY protocol v1/v2 header (HAProxy, AWS NLB) at the start of "
+        "each connection from --forwarded-allow-ips and take the client address "
+        "from it; connections from other peers are refused.",
+        _boolean(),
+        style="toggle",
+        # The engine gets Config.trusted_hosts when on, else None.
+        engine=True,
+    ),
+    Option(
         "use_colors",
         None,
         "Enable/disable coloured log output.",

@@ -23,7 +23,7 @@ use crate::bridge::task::{RequestTask, TaskEnv};
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 19] = [
+const OPTIONS: [&str; 20] = [
     "host",
     "port",
     "fd",
@@ -43,6 +43,7 @@ const OPTIONS: [&str; 19] = [
     "limit_request_body",
     "limit_concurrency",
     "forwarded_allow_ips",
+    "proxy_protocol",
 ];
 
 #[pyclass(frozen, module = "ferrule._ferrule")]
@@ -118,6 +119,8 @@ impl Engine {
         let d = options;
         let headers: Vec<(Vec<u8>, Vec<u8>)> = item(d, "headers")?.extract()?;
         let allow: Vec<String> = item(d, "forwarded_allow_ips")?.extract()?;
+        // None (off), or the peers whose PROXY header is believed.
+        let proxy_protocol: Option<Vec<String>> = item(d, "proxy_protocol")?.extract()?;
         let cfg = ServerConfig {
             limits: Limits {
                 max_head_bytes: item(d, "limit_request_head_size")?.extract()?,
@@ -136,6 +139,7 @@ impl Engine {
             max_body: item(d, "limit_request_body")?.extract()?,
             limit_concurrency: item(d, "limit_concurrency")?.extract()?,
             proxies: TrustedProxies::parse(&allow),
+            proxy_protocol: proxy_protocol.map(|p| TrustedProxies::parse(&p)),
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;

@@ -30,10 +30,15 @@ pub enum CloseReason {
     /// A file being sent could not be read, or shrank: the response cannot
     /// be completed.
     FileError,
+    /// `--proxy-protocol`: the connection did not start with a valid PROXY
+    /// protocol header (missing, garbled or too long).
+    ProxyHeader,
+    /// `--proxy-protocol`: the peer is not a trusted proxy.
+    ProxyUntrusted,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientEof,
         CloseReason::Reset,
         CloseReason::KeepAliveTimeout,
@@ -47,6 +52,8 @@ impl CloseReason {
         CloseReason::NotKeepAlive,
         CloseReason::BodyNotRead,
         CloseReason::FileError,
+        CloseReason::ProxyHeader,
+        CloseReason::ProxyUntrusted,
     ];
 
     /// The stats key suffix (`closed_<name>`).
@@ -65,6 +72,8 @@ impl CloseReason {
             CloseReason::NotKeepAlive => "not_keep_alive",
             CloseReason::BodyNotRead => "body_not_read",
             CloseReason::FileError => "file_error",
+            CloseReason::ProxyHeader => "proxy_header",
+            CloseReason::ProxyUntrusted => "proxy_untrusted",
         }
     }
 
@@ -75,8 +84,8 @@ impl CloseReason {
     /// A graceful close flushes what is queued, sends FIN and lingers, so
     /// an unread request in our receive buffer does not turn the close into
     /// an RST that destroys the response in flight. The others drop the
-    /// socket: it is dead, or the client must not see a complete-looking
-    /// response.
+    /// socket: it is dead, the client must not see a complete-looking
+    /// response, or the peer is not one we speak HTTP with.
     pub fn graceful(self) -> bool {
         !matches!(
             self,
@@ -86,6 +95,8 @@ impl CloseReason {
                 | CloseReason::SendTimeout
                 | CloseReason::AppAbort
                 | CloseReason::FileError
+                | CloseReason::ProxyHeader
+                | CloseReason::ProxyUntrusted
         )
     }
 }

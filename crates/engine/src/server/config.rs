@@ -20,6 +20,10 @@ pub struct ServerConfig {
     pub limit_concurrency: Option<usize>,
     /// Peers whose X-Forwarded-For/-Proto set the scope's client/scheme.
     pub proxies: TrustedProxies,
+    /// `--proxy-protocol`: each connection from one of these peers starts
+    /// with a PROXY protocol header naming the client; other peers are
+    /// refused. None = off.
+    pub proxy_protocol: Option<TrustedProxies>,
     /// Bytes of request body buffered for an app that has not read them yet
     /// before ferrule stops reading the socket.
     pub body_buffer: usize,
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             max_body: None,
             limit_concurrency: None,
             proxies: TrustedProxies::default(),
+            proxy_protocol: None,
             body_buffer: 64 * 1024,
             write_high_water: 64 * 1024,
         }

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::BytesMut;
 use tokio::io::Interest;
@@ -58,6 +58,9 @@ pub struct Conn {
     pub stream: Stream,
     /// Peer and local addresses (None on a Unix domain socket).
     pub peer: Option<SocketAddr>,
+    /// The client a PROXY protocol header named (`--proxy-protocol`): the
+    /// client the app sees, in place of `peer`.
+    pub(super) proxied: OnceLock<SocketAddr>,
     pub local: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     pub(super) state: Mutex<ConnState>,
@@ -85,6 +88,7 @@ impl Conn {
             id,
             stream,
             peer,
+            proxied: OnceLock::new(),
             local,
             shared,
             state: Mutex::new(ConnState::default()),

@@ -1,5 +1,7 @@
 //! The future that serves one HTTP/1.1 connection until it closes:
 //!
+//! 0. [`Driver::read_proxy_header`]: with `--proxy-protocol`, the PROXY
+//!    protocol header that must come first;
 //! 1. [`Driver::read_head`]: wait for a request head (keep-alive timeout
 //!    while idle, header timeout once bytes arrived, shutdown);
 //! 2. [`Driver::run_request`]: hand it to the bridge, decode the body into
@@ -23,6 +25,7 @@ use super::super::exchange::{Event, HttpExchange};
 use super::super::stats::Stats;
 use super::conn::{Conn, WriteError, DRIVER_FILE_CHUNKS, READ_CHUNK};
 use super::state::{BodyReader, Reading, Writing};
+use crate::net::proxy_protocol;
 use crate::proto::h1::{
     write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
 };
@@ -63,6 +66,11 @@ impl Driver {
     }
 
     async fn serve(&mut self) -> CloseReason {
+        if self.conn.shared.cfg.proxy_protocol.is_some() {
+            if let Err(reason) = self.read_proxy_header().await {
+                return reason;
+            }
+        }
         loop {
             let head = match self.read_head().await {
                 Ok(head) => head,
@@ -73,6 +81,58 @@ impl Driver {
             }
             if let Err(reason) = self.after_response().await {
                 return reason;
+            }
+        }
+    }
+
+    /// `--proxy-protocol`: reads the header a trusted proxy sends first,
+    /// under the header timeout, and takes the client it names. Bytes after
+    /// it stay in `rbuf` for the first request. A peer that is not trusted
+    /// cannot be a proxy whose header we believe: it is refused.
+    async fn read_proxy_header(&mut self) -> Result<(), CloseReason> {
+        let Driver {
+            conn, rbuf, timer, ..
+        } = self;
+        let shared = &conn.shared;
+        let Some(trusted) = shared.cfg.proxy_protocol.as_ref() else {
+            return Ok(());
+        };
+        let trusts = match conn.peer {
+            Some(p) => trusted.trusts(p.ip()),
+            None => trusted.trusts_unix(),
+        };
+        if !trusts {
+            return Err(CloseReason::ProxyUntrusted);
+        }
+        timer
+            .as_mut()
+            .reset(Instant::now() + shared.cfg.header_timeout);
+        loop {
+            match proxy_protocol::parse(rbuf) {
+                Ok(Some(header)) => {
+                    let _ = rbuf.split_to(header.len);
+                    if let Some(client) = header.source {
+                        let _ = conn.proxied.set(client);
+                    }
+                    return Ok(());
+                }
+                Ok(None) if rbuf.len() >= proxy_protocol::MAX_HEADER => {
+                    return Err(CloseReason::ProxyHeader)
+                }
+                Ok(None) => {}
+                Err(_) => return Err(CloseReason::ProxyHeader),
+            }
+            if shared.is_shutting_down() {
+                return Err(CloseReason::Shutdown);
+            }
+            let n = tokio::select! {
+                biased;
+                r = conn.read_some(rbuf) => r.map_err(|_| CloseReason::Reset)?,
+                _ = timer.as_mut() => return Err(CloseReason::HeaderTimeout),
+                _ = shared.shutdown.notified() => return Err(CloseReason::Shutdown),
+            };
+            if n == 0 {
+                return Err(CloseReason::ClientEof);
             }
         }
     }

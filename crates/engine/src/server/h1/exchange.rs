@@ -176,7 +176,7 @@ impl HttpExchange for Conn {
     }
 
     fn peer(&self) -> Option<SocketAddr> {
-        self.peer
+        self.proxied.get().copied().or(self.peer)
     }
 
     fn local(&self) -> Option<SocketAddr> {

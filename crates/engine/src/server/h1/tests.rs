@@ -641,3 +641,69 @@ async fn early_hints_leave_before_the_response() {
     let want = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     assert_eq!(h.read_exactly(want.len()).await, want);
 }
+
+fn proxy_protocol(trusted: &[&str]) -> ServerConfig {
+    let items: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
+    ServerConfig {
+        proxy_protocol: Some(crate::net::proxy::TrustedProxies::parse(&items)),
+        header_timeout: Duration::from_millis(200),
+        ..config()
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_header_byte_by_byte_names_the_client_of_every_request() {
+    let mut h = Harness::new(proxy_protocol(&["unix:"]));
+    for b in b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 443\r\n" {
+        h.send(&[*b]).await;
+        tokio::task::yield_now().await;
+    }
+    for path in ["/a", "/b"] {
+        h.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let (ex, got) = h.request().await;
+        assert_eq!(got, path);
+        assert_eq!(ex.peer(), Some("192.0.2.7:51234".parse().unwrap()));
+        respond(&*ex, b"hi");
+        assert_eq!(h.read_exactly(response("hi").len()).await, response("hi"));
+    }
+}
+
+#[tokio::test]
+async fn a_v2_local_header_and_the_request_in_one_write_keep_the_socket_peer() {
+    let mut h = Harness::new(proxy_protocol(&["unix:"]));
+    let mut bytes = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    bytes.extend_from_slice(GET);
+    h.send(&bytes).await;
+    let (ex, path) = h.request().await;
+    assert_eq!(path, "/a");
+    assert_eq!(ex.peer(), None, "the Unix socket's own peer");
+    respond(&*ex, b"up");
+    assert_eq!(h.read_exactly(response("up").len()).await, response("up"));
+}
+
+#[tokio::test]
+async fn http_where_the_proxy_header_must_be_closes_without_a_response() {
+    let mut h = Harness::new(proxy_protocol(&["unix:"]));
+    h.send(GET).await;
+    assert_eq!(h.read_to_eof().await, b"");
+    assert!(h.events.is_empty());
+    assert_eq!(h.closed_with().await, CloseReason::ProxyHeader);
+}
+
+#[tokio::test]
+async fn a_partial_proxy_header_closes_after_the_header_timeout() {
+    let mut h = Harness::new(proxy_protocol(&["unix:"]));
+    h.send(b"PROXY TCP4 192.0.2.7 ").await;
+    assert_eq!(h.read_to_eof().await, b"");
+    assert_eq!(h.closed_with().await, CloseReason::HeaderTimeout);
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_a_trusted_proxy_is_refused() {
+    // Refused before anything is read (bytes it sent would turn the close
+    // into a reset).
+    let mut h = Harness::new(proxy_protocol(&["127.0.0.1"]));
+    assert_eq!(h.read_to_eof().await, b"");
+    assert_eq!(h.closed_with().await, CloseReason::ProxyUntrusted);
+}
