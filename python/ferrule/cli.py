@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from .config import Config, ConfigError
 from . import logs
+from ._envfile import EnvFileError, load_env_file
 from .importer import ImportFromStringError
 from .options import BY_NAME, OPTIONS, Invalid, Option
 
@@ -218,8 +219,33 @@ def config_from_args(
     return resolve(args, environ).config()
 
 
+def _load_env_file(args: argparse.Namespace) -> str | None:
+    """Loads ``--env-file`` (or ``$FERRULE_ENV_FILE``) into ``os.environ``
+    before the options read the environment, so its ``FERRULE_*`` variables
+    apply; returns the path loaded. Exits 2 for a bad file, as uvicorn."""
+    option = BY_NAME["env_file"]
+    if hasattr(args, option.name):
+        path, source = args.env_file, f"argument {option.flag}"
+    elif option.env in os.environ:
+        source = f"environment variable {option.env}"
+        text = os.environ[option.env]
+        try:
+            path = option.from_env(text)
+        except Invalid as exc:
+            _fail(f"{source}: {exc.message(text)}")
+    else:
+        return None
+    try:
+        load_env_file(path)
+    except (OSError, EnvFileError) as exc:
+        _fail(f"{source}: {exc}")
+    result: str = path
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    env_file = _load_env_file(args)
 
     try:
         settings = resolve(args)
@@ -232,12 +258,19 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(f"{settings.source('log_config')}: {exc.message}")
 
+    unsupported = config.unsupported()
+    if unsupported is not None:
+        _fail(unsupported, 1)
+    if env_file is not None:
+        logs.error_logger.info("Loading environment from '%s'", env_file)
     for name, what in (("loop", "runs its own event loop"), ("http", "parses HTTP itself")):
         chosen = settings.values[name]
         if chosen != "auto":
             logs.error_logger.warning(
                 "%s %s has no effect: ferrule %s", BY_NAME[name].flag, chosen, what
             )
+    for line in config.notices():
+        logs.error_logger.warning("%s", line)
 
     if settings.values["reload"]:
         # The parent never imports the app: each restarted child does.
