@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -99,11 +100,48 @@ class Server:
         self.bound_address: tuple[str, int] | None = None
         self._engine: Engine | None = None
         self._signals_seen = 0
+        # The signals that stopped the server, raised again once it has
+        # stopped (see _raise_captured_signals).
+        self._captured_signals: list[int] = []
 
     # ----------------------------------------------------------- public API
 
     def run(self) -> int:
-        """Serve until stopped; returns the process exit status."""
+        """Serve until stopped; returns the process exit status.
+
+        As uvicorn's: after a graceful stop caused by SIGINT or SIGTERM (in
+        the main thread), the signal handlers found at start are put back and
+        the signal is raised again, so the process ends as that signal says:
+        SIGINT raises KeyboardInterrupt (the CLI exits 0), SIGTERM's default
+        action ends the process by that signal (status -15, shell 143).
+        """
+        in_main = threading.current_thread() is threading.main_thread()
+        originals = (
+            {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS} if in_main else {}
+        )
+        status = self._run()
+        if in_main:
+            for sig, handler in originals.items():
+                if handler is not None:  # None: set from C, cannot be restored
+                    signal.signal(sig, handler)
+            if status == 0:
+                self._raise_captured_signals()
+        return status
+
+    def _raise_captured_signals(self) -> None:
+        if not self._captured_signals:
+            return
+        # What was logged must not be lost if the signal ends the process.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        # Several signals: the last one is raised first, as uvicorn does.
+        for sig in reversed(self._captured_signals):
+            signal.raise_signal(sig)
+
+    def _run(self) -> int:
         config = self.config
         app = config.load_app()
         try:
@@ -148,6 +186,8 @@ class Server:
         return dict(self._engine.stats())
 
     def handle_exit(self, sig: int | None = None, frame: Any = None) -> None:
+        if sig is not None:
+            self._captured_signals.append(sig)
         self._signals_seen += 1
         if self.should_exit and self._signals_seen > 1:
             self.force_exit = True
