@@ -636,7 +636,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "log_config",
         None,
-        "Logging configuration file: dictConfig .json or .yaml, else fileConfig .ini.",
+        "Logging configuration file: .json, .yaml or .yml as a dictConfig (YAML "
+        "needs PyYAML), any other name (.ini, .conf) as a fileConfig; configs "
+        "written for uvicorn's loggers work.",
         _log_config,
         metavar="FILE",
     ),
