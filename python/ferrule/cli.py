@@ -25,6 +25,7 @@ from .options import BY_NAME, OPTIONS, Invalid, Option
 
 __all__ = [
     "OptionError",
+    "command_line",
     "Settings",
     "build_parser",
     "config_from_args",
@@ -183,6 +184,52 @@ def resolve(
             values[option.name] = option.default
             sources[option.name] = f"argument {option.flag}"
     return Settings(args.app, values, sources)
+
+
+def command_line(app: str, kwargs: Mapping[str, Any]) -> list[str]:
+    """The command line (without the program) that gives ``Config(app,
+    **kwargs)``: what ``ferrule.run(..., reload=True)`` runs in its children."""
+    argv = [app]
+    for name, value in kwargs.items():
+        option = BY_NAME[name]
+        if option.style == "toggle":
+            if value is not None:
+                argv.append(option.flags[0] if value else option.flags[1])
+        elif option.style == "switch":
+            if value:
+                argv.append(option.flag)
+        elif value is None:
+            continue
+        elif option.repeatable:
+            items = [value] if isinstance(value, (str, os.PathLike)) else value
+            for item in items:
+                if not isinstance(item, (str, os.PathLike)):
+                    item = ":".join(item)  # a (name, value) header
+                argv += [option.flag, os.fspath(item)]
+        elif name == "log_config" and isinstance(value, dict):
+            argv += [option.flag, _json_file(value)]
+        elif name == "log_level" and isinstance(value, int):
+            names = {number: text for text, number in logs.LOG_LEVELS.items()}
+            argv += [option.flag, names.get(value, "info")]
+        elif name == "forwarded_allow_ips" and not isinstance(value, str):
+            argv += [option.flag, ",".join(value)]
+        elif isinstance(value, os.PathLike):
+            argv += [option.flag, os.fspath(value)]
+        else:
+            argv += [option.flag, str(value)]
+    return argv
+
+
+def _json_file(value: dict[str, Any]) -> str:
+    """A dict log config as a file the children can read."""
+    import json
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".json", prefix="ferrule-log-", delete=False
+    ) as fh:
+        json.dump(value, fh)
+    return fh.name
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
