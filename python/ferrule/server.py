@@ -143,6 +143,11 @@ class Server:
 
     def _run(self) -> int:
         config = self.config
+        unsupported = config.unsupported()
+        if unsupported is not None:
+            # Never plain HTTP to a user who asked for TLS.
+            logger.error("%s", unsupported)
+            return 1
         app = config.load_app()
         try:
             engine = Engine(config.engine_options())
