@@ -29,8 +29,11 @@ from ._sockets import announce, bind, remove_uds, startup_failure
 
 logger = logging.getLogger("ferrule.error")
 
-# Flags that only the parent acts on; the child gets `--fd` instead.
+# Flags that only the parent acts on; the child gets `--fd` instead. The
+# parent loaded --env-file into the environment the child inherits: loaded
+# again there, it would bring back the parent-only variables (FERRULE_RELOAD).
 _PARENT_ONLY = {
+    "--env-file": 1,
     "--reload": 0,
     "--reload-dir": 1,
     "--reload-include": 1,

@@ -64,6 +64,15 @@ def test_watched_dirs_add_include_directories_and_drop_excluded_ones(tmp_path: P
     assert watched_dirs([], [], [], cwd=tmp_path) == [tmp_path]
 
 
+def test_the_child_does_not_load_the_env_file_again() -> None:
+    from ferrule.reloader import child_argv, child_env
+
+    argv = ["m:app", "--reload", "--env-file", ".env", "--reload-include", "*.txt"]
+    assert child_argv(argv, 5)[3:] == ["m:app", "--fd", "5"]
+    env = child_env({"FERRULE_ENV_FILE": ".env", "FERRULE_RELOAD": "1", "APP_VAR": "x"})
+    assert env == {"APP_VAR": "x"}
+
+
 # ------------------------------------------------------ a real reloader
 
 
