@@ -119,13 +119,14 @@ class Server:
         originals = (
             {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS} if in_main else {}
         )
-        status = self._run()
-        if in_main:
+        try:
+            status = self._run()
+        finally:
             for sig, handler in originals.items():
                 if handler is not None:  # None: set from C, cannot be restored
                     signal.signal(sig, handler)
-            if status == 0:
-                self._raise_captured_signals()
+        if status == 0 and in_main:
+            self._raise_captured_signals()
         return status
 
     def _raise_captured_signals(self) -> None:
