@@ -63,22 +63,60 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ferrule' has no attribute {name!r}")
 
 
-def run(app: Any, **kwargs: Any) -> None:
+def run(
+    app: Any,
+    *,
+    reload: bool = False,
+    reload_dirs: list[str] | str | None = None,
+    **kwargs: Any,
+) -> None:
     """Serve ``app`` (an ASGI callable or ``"module:attr"``) until stopped.
 
-    Keyword arguments are :class:`Config`'s.  Configures logging, then blocks
-    in ``Server(config).run()``.  Returns after a clean stop (Ctrl+C, SIGTERM);
-    raises ``SystemExit`` with the server's status when it is not 0 (e.g. a
-    failed lifespan startup).
+    Keyword arguments are :class:`Config`'s, plus uvicorn.run's ``reload``
+    and ``reload_dirs``. Configures logging, then blocks in
+    ``Server(config).run()`` (or the reloader, or the worker supervisor).
+    As uvicorn.run: ``reload=True`` or ``workers > 1`` need the app as an
+    import string (else a warning and ``SystemExit(3)``). Returns after a
+    clean stop (Ctrl+C); SIGTERM ends the process after the graceful stop, as
+    uvicorn's; raises ``SystemExit`` with the server's status when it is not
+    0 (e.g. a failed lifespan startup).
     """
+    import logging
+
     from .config import Config
     from .supervisor import serve
 
     config = Config(app, **kwargs)
     config.setup_logging()
+    logger = logging.getLogger("ferrule.error")
+
+    if (reload or config.workers > 1) and not isinstance(app, str):
+        logger.warning(
+            "You must pass the application as an import string to enable "
+            "'reload' or 'workers'."
+        )
+        raise SystemExit(3)
+    unsupported = config.unsupported()
+    if unsupported is not None:
+        logger.error("%s", unsupported)
+        raise SystemExit(1)
+    for line in config.notices():
+        logger.warning("%s", line)
 
     try:
-        status = serve(config)
+        if reload:
+            from .cli import command_line
+            from .reloader import Reloader
+
+            if isinstance(reload_dirs, str):
+                reload_dirs = [reload_dirs]
+            if config.workers > 1:
+                logger.warning('"workers" flag is ignored when reloading is enabled.')
+            status = Reloader(
+                config, command_line(app, kwargs), list(reload_dirs or [])
+            ).run()
+        else:
+            status = serve(config)
     except KeyboardInterrupt:
         return
     if status:

@@ -19,11 +19,13 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from .config import Config, ConfigError
 from . import logs
+from ._envfile import EnvFileError, load_env_file
 from .importer import ImportFromStringError
 from .options import BY_NAME, OPTIONS, Invalid, Option
 
 __all__ = [
     "OptionError",
+    "command_line",
     "Settings",
     "build_parser",
     "config_from_args",
@@ -184,6 +186,52 @@ def resolve(
     return Settings(args.app, values, sources)
 
 
+def command_line(app: str, kwargs: Mapping[str, Any]) -> list[str]:
+    """The command line (without the program) that gives ``Config(app,
+    **kwargs)``: what ``ferrule.run(..., reload=True)`` runs in its children."""
+    argv = [app]
+    for name, value in kwargs.items():
+        option = BY_NAME[name]
+        if option.style == "toggle":
+            if value is not None:
+                argv.append(option.flags[0] if value else option.flags[1])
+        elif option.style == "switch":
+            if value:
+                argv.append(option.flag)
+        elif value is None:
+            continue
+        elif option.repeatable:
+            items = [value] if isinstance(value, (str, os.PathLike)) else value
+            for item in items:
+                if not isinstance(item, (str, os.PathLike)):
+                    item = ":".join(item)  # a (name, value) header
+                argv += [option.flag, os.fspath(item)]
+        elif name == "log_config" and isinstance(value, dict):
+            argv += [option.flag, _json_file(value)]
+        elif name == "log_level" and isinstance(value, int):
+            names = {number: text for text, number in logs.LOG_LEVELS.items()}
+            argv += [option.flag, names.get(value, "info")]
+        elif name == "forwarded_allow_ips" and not isinstance(value, str):
+            argv += [option.flag, ",".join(value)]
+        elif isinstance(value, os.PathLike):
+            argv += [option.flag, os.fspath(value)]
+        else:
+            argv += [option.flag, str(value)]
+    return argv
+
+
+def _json_file(value: dict[str, Any]) -> str:
+    """A dict log config as a file the children can read."""
+    import json
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".json", prefix="ferrule-log-", delete=False
+    ) as fh:
+        json.dump(value, fh)
+    return fh.name
+
+
 def _fail(message: str, status: int = 2) -> NoReturn:
     message = " ".join(message.split())
     sys.stderr.write(f"{PROG}: error: {message}\n")
@@ -218,8 +266,33 @@ def config_from_args(
     return resolve(args, environ).config()
 
 
+def _load_env_file(args: argparse.Namespace) -> str | None:
+    """Loads ``--env-file`` (or ``$FERRULE_ENV_FILE``) into ``os.environ``
+    before the options read the environment, so its ``FERRULE_*`` variables
+    apply; returns the path loaded. Exits 2 for a bad file, as uvicorn."""
+    option = BY_NAME["env_file"]
+    if hasattr(args, option.name):
+        path, source = args.env_file, f"argument {option.flag}"
+    elif option.env in os.environ:
+        source = f"environment variable {option.env}"
+        text = os.environ[option.env]
+        try:
+            path = option.from_env(text)
+        except Invalid as exc:
+            _fail(f"{source}: {exc.message(text)}")
+    else:
+        return None
+    try:
+        load_env_file(path)
+    except (OSError, EnvFileError) as exc:
+        _fail(f"{source}: {exc}")
+    result: str = path
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    env_file = _load_env_file(args)
 
     try:
         settings = resolve(args)
@@ -232,12 +305,22 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(f"{settings.source('log_config')}: {exc.message}")
 
-    for name, what in (("loop", "runs its own event loop"), ("http", "parses HTTP itself")):
+    unsupported = config.unsupported()
+    if unsupported is not None:
+        _fail(unsupported, 1)
+    if env_file is not None:
+        logs.error_logger.info("Loading environment from '%s'", env_file)
+    for name, what in (
+        ("loop", "runs its own event loop"),
+        ("http", "parses HTTP itself"),
+    ):
         chosen = settings.values[name]
         if chosen != "auto":
             logs.error_logger.warning(
                 "%s %s has no effect: ferrule %s", BY_NAME[name].flag, chosen, what
             )
+    for line in config.notices():
+        logs.error_logger.warning("%s", line)
 
     if settings.values["reload"]:
         # The parent never imports the app: each restarted child does.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import os
+import ssl
 import sys
 from collections.abc import Iterable
 from typing import Any, Callable, Literal, Union
 
 from . import logs, options
+from ._envfile import EnvFileError, load_env_file
 from .importer import import_from_string
 
 __all__ = ["ASGIApp", "Config", "ConfigError", "LIFESPAN_MODES", "LOG_LEVELS"]
@@ -78,7 +80,7 @@ class Config:
     def __init__(
         self,
         app: ASGIApp | str,
-        host: str = "127.0.0.1",
+        host: str | None = "127.0.0.1",
         port: int = 8000,
         uds: str | None = None,
         fd: int | None = None,
@@ -113,6 +115,26 @@ class Config:
         use_colors: bool | None = None,
         asyncio_tasks: bool | None = None,
         interface: Interface = "auto",
+        env_file: str | os.PathLike[str] | None = None,
+        reload_delay: float = 0.25,
+        reload_includes: list[str] | str | None = None,
+        reload_excludes: list[str] | str | None = None,
+        h11_max_incomplete_event_size: int | None = None,
+        reset_contextvars: bool = False,
+        http2: bool = False,
+        ws: str = "auto",
+        ws_max_size: int = 16777216,
+        ws_max_queue: int = 32,
+        ws_ping_interval: float | None = 20.0,
+        ws_ping_timeout: float | None = 20.0,
+        ws_per_message_deflate: bool = True,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile_password: str | None = None,
+        ssl_version: int = int(ssl.PROTOCOL_TLS_SERVER),
+        ssl_cert_reqs: int = int(ssl.CERT_NONE),
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_ciphers: str | None = None,
     ) -> None:
         if not (isinstance(app, str) or callable(app)):
             raise ConfigError(
@@ -122,8 +144,21 @@ class Config:
             raise ConfigError("app", "empty import string")
         self.app = app
 
+        # First, as uvicorn does: the file's variables are the environment
+        # the options below (and the app) read.
+        self.env_file: str | None = _valid("env_file", env_file)
+        if self.env_file is not None:
+            try:
+                load_env_file(self.env_file)
+            except (OSError, EnvFileError) as exc:
+                raise ConfigError("env_file", str(exc)) from None
+
         # Every rule lives in the option table (ferrule.options); the
         # annotations give type checkers what the checks return.
+        if host is None:
+            # uvicorn binds every interface for host=None (asyncio's
+            # create_server); ferrule binds every IPv4 one.
+            host = "0.0.0.0"
         self.host: str = _valid("host", host)
         self.port: int = _valid("port", port)
         self.uds: str | None = _valid("uds", uds)
@@ -213,6 +248,51 @@ class Config:
         self.asyncio_tasks: bool = _valid("asyncio_tasks", asyncio_tasks)
         self.interface: Interface = _valid("interface", interface)
 
+        self.reload_delay: float = _valid("reload_delay", reload_delay)
+        self.reload_includes: list[str] = _valid("reload_includes", reload_includes)
+        self.reload_excludes: list[str] = _valid("reload_excludes", reload_excludes)
+
+        # uvicorn's name for the largest request head buffered: the same
+        # limit as limit_request_head_size, so it sets that one.
+        self.h11_max_incomplete_event_size: int | None = _valid(
+            "h11_max_incomplete_event_size", h11_max_incomplete_event_size
+        )
+        if self.h11_max_incomplete_event_size is not None:
+            default = options.BY_NAME["limit_request_head_size"].default
+            if self.limit_request_head_size not in (
+                default,
+                self.h11_max_incomplete_event_size,
+            ):
+                raise ConfigError(
+                    "h11_max_incomplete_event_size",
+                    "sets limit_request_head_size, which is also given "
+                    f"({self.limit_request_head_size}); give one of the two",
+                )
+            self.limit_request_head_size = self.h11_max_incomplete_event_size
+        self.reset_contextvars: bool = _valid("reset_contextvars", reset_contextvars)
+
+        # Not served yet: kept for the work that adds them (see notices()).
+        self.http2: bool = _valid("http2", http2)
+        self.ws: str = _valid("ws", ws)
+        self.ws_max_size: int = _valid("ws_max_size", ws_max_size)
+        self.ws_max_queue: int = _valid("ws_max_queue", ws_max_queue)
+        self.ws_ping_interval: float | None = _valid(
+            "ws_ping_interval", ws_ping_interval
+        )
+        self.ws_ping_timeout: float | None = _valid("ws_ping_timeout", ws_ping_timeout)
+        self.ws_per_message_deflate: bool = _valid(
+            "ws_per_message_deflate", ws_per_message_deflate
+        )
+        self.ssl_keyfile: str | None = _valid("ssl_keyfile", ssl_keyfile)
+        self.ssl_certfile: str | None = _valid("ssl_certfile", ssl_certfile)
+        self.ssl_keyfile_password: str | None = _valid(
+            "ssl_keyfile_password", ssl_keyfile_password
+        )
+        self.ssl_version: int = _valid("ssl_version", ssl_version)
+        self.ssl_cert_reqs: int = _valid("ssl_cert_reqs", ssl_cert_reqs)
+        self.ssl_ca_certs: str | None = _valid("ssl_ca_certs", ssl_ca_certs)
+        self.ssl_ciphers: str | None = _valid("ssl_ciphers", ssl_ciphers)
+
         self.loaded_app: ASGIApp | None = None
 
     # ------------------------------------------------------------------ app
@@ -301,6 +381,42 @@ class Config:
         if self.fd is not None:
             result["uds"] = None
         return result
+
+    # ------------------------------------------------- not served yet
+
+    @property
+    def is_ssl(self) -> bool:
+        """TLS was asked for (a certificate or key file)."""
+        return bool(self.ssl_certfile or self.ssl_keyfile)
+
+    def unsupported(self) -> str | None:
+        """Why this configuration cannot be served, or None: ferrule never
+        serves plain HTTP to a user who asked for TLS."""
+        if self.is_ssl:
+            flag = "--ssl-certfile" if self.ssl_certfile else "--ssl-keyfile"
+            return f"TLS ({flag}) is not supported by this ferrule version"
+        return None
+
+    def notices(self) -> list[str]:
+        """One line per option given that ferrule accepts but does not act on
+        yet (logged at start-up on ``ferrule.error``)."""
+        lines = []
+        if self.http2:
+            lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
+        ws_given = [
+            option.flag
+            for option in options.OPTIONS
+            if option.name.startswith("ws")
+            and getattr(self, option.name) != option.default
+            and not (option.name == "ws" and self.ws == "none")
+        ]
+        if ws_given:
+            lines.append(
+                "WebSockets are not served yet; "
+                + ", ".join(ws_given)
+                + " ignored (an upgrade request reaches the app as plain HTTP)"
+            )
+        return lines
 
     # --------------------------------------------------------------- misc
 

@@ -16,6 +16,7 @@ Default format (colours only when the stream is a TTY and ``NO_COLOR`` is unset)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import logging.config
@@ -228,9 +229,114 @@ def _install_handler(
     logger.addHandler(handler)
 
 
+# ------------------------------------------------- uvicorn's logger names
+#
+# A logging configuration written for uvicorn configures the `uvicorn`,
+# `uvicorn.error` and `uvicorn.access` loggers. When a --log-config sets one
+# of them up (handlers or a level) and leaves ferrule's own alone, ferrule's
+# logger hands each record to the uvicorn one instead of propagating it:
+# the lines reach the handlers the config put there, once.
+
+#: ferrule's logger -> the uvicorn loggers whose configuration it follows.
+UVICORN_LOGGERS: dict[str, tuple[str, ...]] = {
+    "ferrule.error": ("uvicorn.error", "uvicorn"),
+    "ferrule.access": ("uvicorn.access",),
+}
+# uvicorn's formatter classes, for configs that name them when uvicorn is
+# not installed: ferrule's take the same arguments.
+_UVICORN_FORMATTERS = {
+    "uvicorn.logging.DefaultFormatter": "ferrule.logs.DefaultFormatter",
+    "uvicorn.logging.AccessFormatter": "ferrule.logs.AccessFormatter",
+    "uvicorn.logging.ColourizedFormatter": "ferrule.logs.DefaultFormatter",
+}
+_UVICORN_ACCESS_FORMAT = '%s - "%s %s HTTP/%s" %d'
+
+
+class _ToUvicornLogger(logging.Handler):
+    """Hands ferrule's records to a uvicorn logger, renamed (and access
+    records in uvicorn's shape, so uvicorn's own AccessFormatter reads
+    them)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        setattr(self, _OWNED, True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = logging.getLogger(self.target)
+        if target.disabled or not target.isEnabledFor(record.levelno):
+            return
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.name = self.target
+        args = record.args
+        if record.msg == ACCESS_FORMAT and isinstance(args, tuple) and len(args) == 7:
+            client, method, path, version, status, nbytes, ms = args
+            copy.msg = _UVICORN_ACCESS_FORMAT
+            copy.args = (client, method, path, version, status)
+            # For formats naming the fields (uvicorn's or ferrule's).
+            copy.__dict__.update(
+                client_addr=client,
+                method=method,
+                path=path,
+                http_version=version,
+                request_line=f"{method} {path} HTTP/{version}",
+                status_code=status,
+                body_bytes=nbytes,
+                duration_ms=ms,
+            )
+        target.handle(copy)
+
+
+def _configured(name: str) -> bool:
+    """The logging configuration set up this logger (handlers or a level)."""
+    logger = logging.root.manager.loggerDict.get(name)
+    return isinstance(logger, logging.Logger) and bool(
+        logger.handlers or logger.level != logging.NOTSET
+    )
+
+
+def _follow_uvicorn_loggers(log_config_loaded: bool) -> None:
+    """After a --log-config: route ferrule's records to the uvicorn loggers it
+    configured (see :data:`UVICORN_LOGGERS`). Without one: no routing."""
+    for name, targets in UVICORN_LOGGERS.items():
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, _ToUvicornLogger):
+                logger.removeHandler(handler)
+        if not log_config_loaded or _configured(name):
+            continue  # the config says what ferrule's logger does
+        target = next((t for t in targets if _configured(t)), None)
+        if target is None:
+            continue
+        logger.addHandler(_ToUvicornLogger(targets[0]))
+        logger.propagate = False
+        # A uvicorn config's "disable_existing_loggers": true names no
+        # ferrule logger: it must not silence them.
+        logger.disabled = False
+
+
+def _uvicorn_formatters(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with uvicorn's formatter classes replaced by ferrule's when
+    uvicorn cannot be imported."""
+    formatters = config.get("formatters")
+    if not isinstance(formatters, dict):
+        return config
+    if importlib.util.find_spec("uvicorn") is not None:
+        return config
+    replaced = {}
+    for key, spec in formatters.items():
+        if isinstance(spec, dict):
+            spec = {
+                k: _UVICORN_FORMATTERS.get(v, v) if k in ("()", "class") else v
+                for k, v in spec.items()
+            }
+        replaced[key] = spec
+    return {**config, "formatters": replaced}
+
+
 def _load_log_config(log_config: dict[str, Any] | str | os.PathLike[str]) -> None:
     if isinstance(log_config, dict):
-        config = dict(log_config)
+        config = _uvicorn_formatters(dict(log_config))
         config.setdefault("version", 1)
         config.setdefault("disable_existing_loggers", False)
         logging.config.dictConfig(config)
@@ -258,6 +364,7 @@ def _load_log_config(log_config: dict[str, Any] | str | os.PathLike[str]) -> Non
             raise ValueError(f"log config {path}: expected a mapping")
         _load_log_config(loaded)
     else:
+        # .ini, .conf, .cfg or any other name: the configparser format.
         logging.config.fileConfig(path, disable_existing_loggers=False)
 
 
@@ -303,12 +410,21 @@ def setup_logging(
         )
         access_logger.propagate = False
     else:
+        # What a previous setup put on ferrule's loggers goes, so what is
+        # there afterwards is the config's (see _configured).
+        for logger in (root, error_logger, access_logger):
+            for handler in list(logger.handlers):
+                if getattr(handler, _OWNED, False):
+                    logger.removeHandler(handler)
+            if logger is not root:
+                logger.setLevel(logging.NOTSET)
         try:
             _load_log_config(log_config)
         except ValueError as exc:  # dictConfig raises ValueError with context
             raise ValueError(f"invalid log config: {exc}") from exc
         except Exception as exc:  # fileConfig raises KeyError, OSError, ...
             raise ValueError(f"invalid log config: {exc!r}") from exc
+    _follow_uvicorn_loggers(log_config is not None)
 
     root.setLevel(level)
     error_logger.setLevel(level)

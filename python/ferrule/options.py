@@ -21,6 +21,7 @@ or an environment variable).
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,12 +37,25 @@ __all__ = [
     "LIFESPAN_MODES",
     "OPTIONS",
     "Option",
+    "RELOAD_EXCLUDES",
+    "RELOAD_INCLUDES",
+    "WS_PROTOCOLS",
     "markdown_table",
     "parse_bool",
 ]
 
 LIFESPAN_MODES: tuple[str, ...] = ("auto", "on", "off")
 INTERFACES: tuple[str, ...] = ("auto", "asgi3", "asgi2")
+WS_PROTOCOLS: tuple[str, ...] = (
+    "auto",
+    "none",
+    "websockets",
+    "websockets-sansio",
+    "wsproto",
+)
+#: uvicorn's --reload-include/--reload-exclude defaults.
+RELOAD_INCLUDES: tuple[str, ...] = ("*.py",)
+RELOAD_EXCLUDES: tuple[str, ...] = (".*", ".py[cod]", ".sw.*", "~*")
 
 #: Check a Python value: return the value to keep, or raise :class:`Invalid`.
 Check = Callable[[Any], Any]
@@ -130,6 +144,36 @@ def _path(what: str) -> Check:
         return os.fspath(value)
 
     return check
+
+
+def _existing_file(value: Any) -> str | None:
+    """A file that must exist now (``--env-file``: click's ``exists=True``)."""
+    path: str | None = _path("a file path")(value)
+    if path is not None and not os.path.isfile(path):
+        raise Invalid(f"file {path!r} does not exist", complete=True)
+    return path
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise Invalid("expected a string")
+    return value
+
+
+def _patterns(value: Any) -> list[str]:
+    """Glob patterns (or directories) for the reloader: a string or a list."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise Invalid("expected a list of glob patterns")
+    result = []
+    for item in value:
+        if not isinstance(item, (str, os.PathLike)):
+            raise Invalid(f"expected a glob pattern, got {item!r}", complete=True)
+        result.append(os.fspath(item))
+    return result
 
 
 def _any_text(value: Any) -> str:
@@ -278,6 +322,18 @@ def _parse_int(text: str) -> int:
         return int(text)
     except ValueError:
         raise Invalid("expected an integer") from None
+
+
+def _parse_boolean(text: str) -> bool:
+    """A ``BOOLEAN`` flag value, as click reads one (true/false, 1/0, yes/no...)."""
+    word = text.strip().lower()
+    if word in ("t", "y"):
+        return True
+    if word in ("f", "n"):
+        return False
+    if not word:
+        raise Invalid("expected true or false")
+    return parse_bool(word)
 
 
 def _parse_seconds(text: str) -> float:
@@ -603,7 +659,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "log_config",
         None,
-        "Logging configuration file: dictConfig .json or .yaml, else fileConfig .ini.",
+        "Logging configuration file: .json, .yaml or .yml as a dictConfig (YAML "
+        "needs PyYAML), any other name (.ini, .conf) as a fileConfig; configs "
+        "written for uvicorn's loggers work.",
         _log_config,
         metavar="FILE",
     ),
@@ -691,6 +749,176 @@ OPTIONS: tuple[Option, ...] = (
         "apart as uvicorn does.",
         _one_of(INTERFACES),
         choices=INTERFACES,
+    ),
+    Option(
+        "env_file",
+        None,
+        "Load KEY=VALUE lines from this file into the environment before the "
+        "app is imported; variables already set win (FERRULE_* ones included).",
+        _existing_file,
+        metavar="PATH",
+    ),
+    Option(
+        "reload_delay",
+        0.25,
+        "With --reload: seconds to wait between two checks for changes.",
+        _seconds(),
+        _parse_seconds,
+        metavar=_SECONDS,
+    ),
+    Option(
+        "reload_includes",
+        None,
+        "With --reload: also watch files matching this glob (repeatable; "
+        "a directory is watched as with --reload-dir).",
+        _patterns,
+        metavar="GLOB",
+        repeatable=True,
+        flag="--reload-include",
+        shown_default=", ".join(RELOAD_INCLUDES),
+    ),
+    Option(
+        "reload_excludes",
+        None,
+        "With --reload: ignore files matching this glob (repeatable; "
+        "a directory is left out).",
+        _patterns,
+        metavar="GLOB",
+        repeatable=True,
+        flag="--reload-exclude",
+        shown_default=", ".join(RELOAD_EXCLUDES),
+    ),
+    Option(
+        "h11_max_incomplete_event_size",
+        None,
+        "uvicorn's name for --limit-request-head-size: sets that limit "
+        "(giving both with different values is an error).",
+        _integer(minimum=256, optional=True),
+        _parse_int,
+        metavar="BYTES",
+        shown_default="none",
+    ),
+    Option(
+        "reset_contextvars",
+        False,
+        "Run each request in a fresh contextvars.Context (hides what the "
+        "lifespan set) instead of a copy of the server's.",
+        _boolean(),
+        style="switch",
+    ),
+    # WebSockets, HTTP/2 and TLS are not served yet: the options exist with
+    # uvicorn's names, values and defaults so uvicorn command lines run
+    # (and the work that adds them has them), with a notice when set.
+    Option(
+        "http2",
+        False,
+        "HTTP/2 is not served yet: accepted with a notice.",
+        _boolean(),
+        style="switch",
+    ),
+    Option(
+        "ws",
+        "auto",
+        "WebSocket implementation; WebSockets are not served yet (an upgrade "
+        "request reaches the app as plain HTTP, as 'none'), so other values "
+        "print a notice.",
+        _one_of(WS_PROTOCOLS),
+        choices=WS_PROTOCOLS,
+    ),
+    Option(
+        "ws_max_size",
+        16777216,
+        "Largest WebSocket message in bytes (not served yet).",
+        _integer(minimum=1),
+        _parse_int,
+        metavar="BYTES",
+    ),
+    Option(
+        "ws_max_queue",
+        32,
+        "Most WebSocket messages queued for the app (not served yet).",
+        _integer(minimum=1),
+        _parse_int,
+        metavar="N",
+    ),
+    Option(
+        "ws_ping_interval",
+        20.0,
+        "Seconds between WebSocket pings (not served yet).",
+        _seconds(optional=True),
+        _parse_seconds,
+        metavar=_SECONDS,
+    ),
+    Option(
+        "ws_ping_timeout",
+        20.0,
+        "Seconds to wait for a WebSocket pong (not served yet).",
+        _seconds(optional=True),
+        _parse_seconds,
+        metavar=_SECONDS,
+    ),
+    Option(
+        "ws_per_message_deflate",
+        True,
+        "WebSocket per-message-deflate compression, true or false (not served yet).",
+        _boolean(),
+        _parse_boolean,
+        metavar="BOOLEAN",
+        shown_default="true",
+    ),
+    Option(
+        "ssl_keyfile",
+        None,
+        "TLS key file; TLS is not supported yet, so giving it fails at start-up.",
+        _path("a file path"),
+        metavar="PATH",
+    ),
+    Option(
+        "ssl_certfile",
+        None,
+        "TLS certificate file; TLS is not supported yet, so giving it fails at "
+        "start-up.",
+        _path("a file path"),
+        metavar="PATH",
+    ),
+    Option(
+        "ssl_keyfile_password",
+        None,
+        "Password of the TLS key file (only with --ssl-certfile).",
+        _optional_text,
+        metavar="TEXT",
+    ),
+    Option(
+        "ssl_version",
+        int(ssl.PROTOCOL_TLS_SERVER),
+        "TLS protocol version, as the ssl module numbers it (only with --ssl-certfile).",
+        _integer(minimum=0),
+        _parse_int,
+        metavar="N",
+    ),
+    Option(
+        "ssl_cert_reqs",
+        int(ssl.CERT_NONE),
+        "Whether a client certificate is required, as ssl.CERT_* numbers it "
+        "(only with --ssl-certfile).",
+        _integer(minimum=0, maximum=2),
+        _parse_int,
+        metavar="N",
+    ),
+    Option(
+        "ssl_ca_certs",
+        None,
+        "CA certificates file for client certificates (only with --ssl-certfile).",
+        _path("a file path"),
+        metavar="PATH",
+    ),
+    Option(
+        "ssl_ciphers",
+        None,
+        "TLS ciphers, as OpenSSL names them (only with --ssl-certfile).",
+        _optional_text,
+        metavar="TEXT",
+        shown_default="OpenSSL's",
     ),
     # uvicorn's event loop and HTTP parser choices: ferrule's engine is both,
     # so these are accepted for uvicorn command lines and only noted.

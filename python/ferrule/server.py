@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -138,12 +139,55 @@ class Server:
         self._engine: Engine | None = None
         self._signals_seen = 0
         self._before_serving: set[asyncio.Task[Any]] = set()
+        # The signals that stopped the server, raised again once it has
+        # stopped (see _raise_captured_signals).
+        self._captured_signals: list[int] = []
 
     # ----------------------------------------------------------- public API
 
     def run(self) -> int:
-        """Serve until stopped; returns the process exit status."""
+        """Serve until stopped; returns the process exit status.
+
+        As uvicorn's: after a graceful stop caused by SIGINT or SIGTERM (in
+        the main thread), the signal handlers found at start are put back and
+        the signal is raised again, so the process ends as that signal says:
+        SIGINT raises KeyboardInterrupt (the CLI exits 0), SIGTERM's default
+        action ends the process by that signal (status -15, shell 143).
+        """
+        in_main = threading.current_thread() is threading.main_thread()
+        originals = (
+            {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS} if in_main else {}
+        )
+        try:
+            status = self._run()
+        finally:
+            for sig, handler in originals.items():
+                if handler is not None:  # None: set from C, cannot be restored
+                    signal.signal(sig, handler)
+        if status == 0 and in_main:
+            self._raise_captured_signals()
+        return status
+
+    def _raise_captured_signals(self) -> None:
+        if not self._captured_signals:
+            return
+        # What was logged must not be lost if the signal ends the process.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        # Several signals: the last one is raised first, as uvicorn does.
+        for sig in reversed(self._captured_signals):
+            signal.raise_signal(sig)
+
+    def _run(self) -> int:
         config = self.config
+        unsupported = config.unsupported()
+        if unsupported is not None:
+            # Never plain HTTP to a user who asked for TLS.
+            logger.error("%s", unsupported)
+            return 1
         app = config.load_app()
         if logger.isEnabledFor(logs.TRACE_LOG_LEVEL):
             app = trace_app(app, logger)
@@ -192,6 +236,8 @@ class Server:
         return stats
 
     def handle_exit(self, sig: int | None = None, frame: Any = None) -> None:
+        if sig is not None:
+            self._captured_signals.append(sig)
         self._signals_seen += 1
         if self.should_exit and self._signals_seen > 1:
             self.force_exit = True
@@ -253,8 +299,8 @@ class Server:
                 task_name=REQUEST_TASK_NAME,
                 native_tasks=not config.asyncio_tasks,
                 debug_log=_debug_logger(),
-                durations=getattr(config, "metrics_bind", None) is not None,
-                reset_contextvars=bool(getattr(config, "reset_contextvars", False)),
+                durations=config.metrics_bind is not None,
+                reset_contextvars=config.reset_contextvars,
             )
             self.started = True
             host, port = engine.bound_address

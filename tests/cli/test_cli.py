@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -749,12 +748,6 @@ def test_cli_app_dir_and_factory(run_cli, app_dir):
 
     server = run_cli("--app-dir", str(app_dir), "--factory", "good_app_mod:create_app")
     assert httpx.get(server.url + "/").text == "from app-dir"
-
-
-@pytest.mark.engine
-def test_cli_sigterm_exits_0(run_cli):
-    server = run_cli("examples.hello:app")
-    assert server.stop(signal.SIGTERM) == 0
 
 
 @pytest.mark.engine
