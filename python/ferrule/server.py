@@ -9,7 +9,7 @@ import random
 import signal
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import logs
 from ._sockets import remove_uds, startup_failure
@@ -18,6 +18,9 @@ from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
+
+if TYPE_CHECKING:
+    from ._control import WorkerLink
 
 logger = logging.getLogger("ferrule.error")
 
@@ -99,6 +102,8 @@ class Server:
         self.bound_address: tuple[str, int] | None = None
         self._engine: Engine | None = None
         self._signals_seen = 0
+        # Set by the --workers supervisor: the worker's control channel.
+        self.link: WorkerLink | None = None
 
     # ----------------------------------------------------------- public API
 
@@ -163,6 +168,8 @@ class Server:
         self._loop = loop
         if self._should_exit:
             self._exit_event.set()
+        if self.link is not None:
+            self.link.attach(self, loop)
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             for sig in _HANDLED_SIGNALS:
@@ -200,6 +207,8 @@ class Server:
                     port,
                 )
             logger.info("Started server process [%d]", os.getpid())
+            if self.link is not None:
+                self.link.ready()
 
             max_requests = config.limit_max_requests
             if max_requests is not None and config.limit_max_requests_jitter:
@@ -226,6 +235,8 @@ class Server:
             await lifespan.shutdown()
             return 0
         finally:
+            if self.link is not None:
+                self.link.detach()
             if in_main:
                 for sig in _HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
