@@ -387,6 +387,13 @@ class Supervisor:
             return None
         if self._replacing is not None and pid == self._replacing[1]:
             old = self._replacing[0]
+            if worker.ready:
+                # It served, then died before the reload moved on: its own
+                # replacement takes its place in the reload.
+                logger.info("Worker [%d] exited (%d); starting a new one.", pid, code)
+                started = self._spawn(worker.slot)
+                self._replacing = (old, started.pid, time.monotonic())
+                return None
             logger.error(
                 "New worker [%d] exited (%d) before it was ready; "
                 "keeping worker [%d] and stopping the reload.",
@@ -614,6 +621,10 @@ def _bind_reuse_port(config: Config, port: int) -> socket.socket:
     return sock
 
 
+# Where installed code lives (sysconfig's names): never imported again.
+_INSTALLED = ("stdlib", "platstdlib", "purelib", "platlib")
+
+
 def _forget_app(config: Config) -> None:
     """In a worker forked after a SIGHUP: drop the app the supervisor
     imported, and the modules under the app directory, so that the worker
@@ -626,7 +637,7 @@ def _forget_app(config: Config) -> None:
     kept = {
         os.path.realpath(path)
         for path in (
-            *(sysconfig.get_path(n) for n in ("stdlib", "platstdlib", "purelib", "platlib")),
+            *(sysconfig.get_path(n) for n in _INSTALLED),
             *site.getsitepackages(),
             site.getusersitepackages(),
             os.path.dirname(__file__),

@@ -312,6 +312,13 @@ def test_reuse_port_with_a_unix_socket_is_noted_and_shares_one_socket(
     assert len(notices) == 1 and "share one socket" in notices[0]
 
 
+def test_reuse_port_with_one_worker_is_noted(run_cli, tmp_path):
+    write_app(tmp_path, "v1")
+    proc = run_cli("--reuse-port", "--app-dir", str(tmp_path), "wapp:app")
+    assert get_fresh(proc.url)[0] == "v1"
+    assert "--reuse-port has no effect without --workers 2 or more" in proc.output
+
+
 WORKER_STATS = """
 import json, os, signal, sys, threading, time, urllib.request
 from ferrule import Config
