@@ -305,13 +305,22 @@ class Supervisor:
     def _spawn(self, slot: int) -> _Worker:
         listener = self._listener(slot)
         ours, theirs = socket.socketpair()
-        pid = os.fork()
+        # Until the new worker has reset its handlers, a signal sent to it
+        # (a SIGTERM right after SIGTTIN, say) would run the supervisor's
+        # handler there and be lost: keep signals pending across the fork.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if pid == 0:  # the worker
             status = 1
             try:
                 ours.close()
                 self.config.fd = os.dup(listener.fileno())
                 self._leave_supervisor()
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 if self._fresh:
                     _forget_app(self.config)
                 status = self._run_worker(self.config, WorkerLink(theirs))
@@ -321,6 +330,7 @@ class Supervisor:
                 logger.exception("Worker process failed")
             finally:
                 os._exit(status)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         ours.setblocking(False)
         worker = _Worker(pid, ours, slot, time.monotonic())
@@ -403,9 +413,11 @@ class Supervisor:
             )
             self._end_reload()
             return None
-        if not worker.ready and not worker.killed and code != 0:
+        if not worker.ready and code > 0:
+            # It exited by itself before serving (import error, lifespan
+            # startup failed): a new one would fail the same way.
             logger.error("Worker [%d] failed to start (exit %d); stopping.", pid, code)
-            return code if code > 0 else 1
+            return code
         if pid in self._reload:
             self._reload.remove(pid)
         if self._replacing is not None and pid == self._replacing[0]:

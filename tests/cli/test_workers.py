@@ -228,10 +228,15 @@ def test_blocked_worker_is_killed_by_the_health_check_and_replaced(
 ):
     proc = start(run_cli, tmp_path, "--timeout-worker-healthcheck", "1")
     before = worker_pids(proc)
-    blocked = threading.Thread(
-        target=lambda: pytest.raises(httpx.HTTPError, get_fresh, proc.url, "/block"),
-        daemon=True,
-    )
+    outcome: list[object] = []
+
+    def block() -> None:
+        try:
+            outcome.append(get_fresh(proc.url, "/block"))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    blocked = threading.Thread(target=block, daemon=True)
     blocked.start()
     time.sleep(0.3)
     served: set[int] = set()
@@ -246,6 +251,8 @@ def test_blocked_worker_is_killed_by_the_health_check_and_replaced(
     after = worker_pids(proc)
     assert victim not in after and len(after) == 2
     blocked.join(10)
+    # The blocked request died with its worker.
+    assert len(outcome) == 1 and isinstance(outcome[0], httpx.HTTPError)
 
 
 def test_workers_stop_when_the_supervisor_is_killed(run_cli, tmp_path):
