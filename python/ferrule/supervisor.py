@@ -645,7 +645,7 @@ def _forget_app(config: Config) -> None:
     config.loaded_app = None
     if not isinstance(config.app, str):
         return
-    root = os.path.realpath(config.app_dir or os.getcwd())
+    root = os.path.join(os.path.realpath(config.app_dir or os.getcwd()), "")
     kept = {
         os.path.realpath(path)
         for path in (
@@ -660,7 +660,7 @@ def _forget_app(config: Config) -> None:
         if not filename:
             continue
         path = os.path.realpath(filename)
-        if not path.startswith(root + os.sep):
+        if not path.startswith(root):
             continue
         if any(path.startswith(k + os.sep) for k in kept):
             continue

@@ -4,6 +4,7 @@ processes, real signals and real HTTP clients."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -374,3 +375,30 @@ def test_worker_stats_from_another_thread_gives_each_workers_counters(
     assert all(isinstance(c["requests"], int) for c in stats.values())
     # Every request of the probe, counted by the worker that served it.
     assert sum(c["requests"] for c in stats.values()) == 10
+
+
+def test_a_worker_forked_after_sighup_forgets_the_modules_under_the_app_dir(
+    tmp_path, monkeypatch
+):
+    from ferrule import Config
+    from ferrule.supervisor import _forget_app
+
+    write_app(tmp_path, "v1")
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("helper")
+
+    config = Config("wapp:app", app_dir=str(tmp_path))
+    config.load_app()
+    assert sys.modules["wapp"].VERSION == "v1"
+    try:
+        _forget_app(config)
+        assert "wapp" not in sys.modules and "helper" not in sys.modules
+        assert "httpx" in sys.modules and "ferrule.config" in sys.modules
+        assert not config.loaded
+        write_app(tmp_path, "version2")
+        assert config.load_app() is not None
+        assert sys.modules["wapp"].VERSION == "version2"
+    finally:
+        for name in ("wapp", "helper"):
+            sys.modules.pop(name, None)
