@@ -480,14 +480,34 @@ class Supervisor:
             pass
 
     def _stop_all(self) -> None:
+        """Stops every worker gracefully and waits for them; a second
+        SIGINT/SIGTERM meanwhile is passed on, so they stop at once."""
         for worker in list(self.workers.values()):
             self._retire(worker)
-        for pid in list(self.workers):
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            self._forget(pid)
+        self._signals.clear()
+        forced = False
+        while self.workers:
+            self._pump(0.5)  # SIGCHLD wakes it
+            if not forced and {signal.SIGINT, signal.SIGTERM} & set(self._signals):
+                forced = True
+                for worker in list(self.workers.values()):
+                    try:
+                        os.kill(worker.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            self._signals.clear()
+            while self.workers:
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    pid = -1
+                if pid == 0:
+                    break
+                if pid == -1:  # no child left (not ours to wait for)
+                    for gone in list(self.workers):
+                        self._forget(gone)
+                    break
+                self._forget(pid)
 
     # ------------------------------------------------------- reload, resize
 

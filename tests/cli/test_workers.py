@@ -21,9 +21,10 @@ import pytest
 
 pytestmark = pytest.mark.engine
 
-# Answers "<version> <pid>"; /block blocks the worker's event loop.
+# Answers "<version> <pid>"; /block blocks the worker's event loop, /slow
+# takes 5 s without blocking it.
 APP = """
-import os, time
+import asyncio, os, time
 
 VERSION = {version!r}
 
@@ -32,6 +33,8 @@ async def app(scope, receive, send):
         return
     if scope["path"] == "/block":
         time.sleep(30)
+    if scope["path"] == "/slow":
+        await asyncio.sleep(5)
     body = (VERSION + " " + str(os.getpid())).encode()
     await send({{"type": "http.response.start", "status": 200, "headers": []}})
     await send({{"type": "http.response.body", "body": body}})
@@ -267,6 +270,33 @@ def test_workers_stop_when_the_supervisor_is_killed(run_cli, tmp_path):
         what="the orphaned workers to stop",
     )
     assert proc.output.count("Parent process gone: stopping worker process") == 2
+
+
+def test_sigterm_waits_for_requests_and_a_second_one_stops_the_workers_at_once(
+    run_cli, tmp_path
+):
+    proc = start(run_cli, tmp_path)
+    outcome: list[object] = []
+
+    def slow() -> None:
+        try:
+            outcome.append(httpx.get(proc.url + "/slow", timeout=10).status_code)
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    client = threading.Thread(target=slow, daemon=True)
+    client.start()
+    time.sleep(0.5)
+    proc.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.proc.wait(1)  # graceful: the slow request is still running
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    proc.proc.wait(3)
+    assert time.monotonic() - started < 2.5
+    client.join(5)
+    # Cut short (a 500 from the cancelled request), not answered after 5 s.
+    assert outcome == [500]
 
 
 def test_sigttin_adds_and_sigttou_removes_a_worker(run_cli, tmp_path):
