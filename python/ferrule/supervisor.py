@@ -104,7 +104,7 @@ class Supervisor:
         # replies: worker_stats() may run in another thread.
         self._lock = threading.Lock()
         self._replied = threading.Condition(self._lock)
-        self._waiting: set[int] = set()
+        self._waiting: dict[int, int] = {}  # stats request id -> pid
         self._replies: dict[int, object] = {}
         self._ids = itertools.count(1)
         self._selector: selectors.BaseSelector | None = None
@@ -173,7 +173,7 @@ class Supervisor:
                     ident = self._ask(worker, STATS)
                     if ident is not None:
                         asked[ident] = worker.pid
-                        self._waiting.add(ident)
+                        self._waiting[ident] = worker.pid
         try:
             if threading.get_ident() == self._main_thread:
                 # The thread that reads the channels is asking: read here.
@@ -199,7 +199,7 @@ class Supervisor:
         finally:
             with self._lock:
                 for ident in asked:
-                    self._waiting.discard(ident)
+                    self._waiting.pop(ident, None)
                     self._replies.pop(ident, None)
 
     # ------------------------------------------------------------- the loop
@@ -267,6 +267,7 @@ class Supervisor:
             if not data:
                 # The worker is gone or going: waitpid() says how.
                 self._selector.unregister(worker.link)
+                self._no_more_replies(worker)
                 continue
             for line in split_lines(worker.inbox, data):
                 self._dispatch(worker, line)
@@ -284,6 +285,15 @@ class Supervisor:
                 if ident in self._waiting:
                     self._replies[ident] = payload
                     self._replied.notify_all()
+
+    def _no_more_replies(self, worker: _Worker) -> None:
+        """A worker's channel closed: its pending stats requests are over
+        (without an answer), so worker_stats() need not wait for them."""
+        with self._replied:
+            for ident, pid in self._waiting.items():
+                if pid == worker.pid:
+                    self._replies.setdefault(ident, None)
+            self._replied.notify_all()
 
     def _answered(self, asked: dict[int, int]) -> bool:
         return all(ident in self._replies for ident in asked)
@@ -388,6 +398,7 @@ class Supervisor:
             except KeyError:
                 pass
             worker.link.close()
+        self._no_more_replies(worker)
         return worker
 
     def _exited(self, worker: _Worker, code: int) -> int | None:
