@@ -109,6 +109,8 @@ class Config:
         metrics_bind: str | None = None,
         log_config: dict[str, Any] | str | os.PathLike[str] | None = None,
         workers: int = 1,
+        timeout_worker_healthcheck: int = 5,
+        reuse_port: bool = False,
         proxy_headers: bool = True,
         forwarded_allow_ips: str | list[str] | None = None,
         proxy_protocol: bool = False,
@@ -224,6 +226,10 @@ class Config:
             "log_config", log_config
         )
         self.workers: int = _valid("workers", workers)
+        self.timeout_worker_healthcheck: int = _valid(
+            "timeout_worker_healthcheck", timeout_worker_healthcheck
+        )
+        self.reuse_port: bool = _valid("reuse_port", reuse_port)
         self.proxy_headers: bool = _valid("proxy_headers", proxy_headers)
         self.forwarded_allow_ips = forwarded_allow_ips
         if forwarded_allow_ips is None:

@@ -696,6 +696,23 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "timeout_worker_healthcheck",
+        5,
+        "With --workers: seconds a worker has to answer a health check before "
+        "the supervisor kills and replaces it.",
+        _integer(minimum=1),
+        _parse_int,
+        metavar="SECONDS",
+    ),
+    Option(
+        "reuse_port",
+        False,
+        "With --workers: give each worker its own listening socket bound with "
+        "SO_REUSEPORT (the kernel spreads connections) instead of one shared socket.",
+        _boolean(),
+        style="toggle",
+    ),
+    Option(
         "proxy_headers",
         True,
         "Trust X-Forwarded-For/-Proto from --forwarded-allow-ips.",

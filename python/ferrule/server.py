@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import logs
 from . import metrics as metrics_mod
@@ -21,6 +21,9 @@ from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
+
+if TYPE_CHECKING:
+    from ._control import WorkerLink
 
 logger = logging.getLogger("ferrule.error")
 
@@ -142,6 +145,8 @@ class Server:
         # The signals that stopped the server, raised again once it has
         # stopped (see _raise_captured_signals).
         self._captured_signals: list[int] = []
+        # Set by the --workers supervisor: the worker's control channel.
+        self.link: WorkerLink | None = None
 
     # ----------------------------------------------------------- public API
 
@@ -253,6 +258,8 @@ class Server:
         self._loop = loop
         if self._should_exit:
             self._exit_event.set()
+        if self.link is not None:
+            self.link.attach(self, loop)
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             for sig in _HANDLED_SIGNALS:
@@ -316,6 +323,8 @@ class Server:
                     port,
                 )
             logger.info("Started server process [%d]", os.getpid())
+            if self.link is not None:
+                self.link.ready()
 
             max_requests = config.limit_max_requests
             if max_requests is not None and config.limit_max_requests_jitter:
@@ -344,6 +353,8 @@ class Server:
             await lifespan.shutdown()
             return 0
         finally:
+            if self.link is not None:
+                self.link.detach()
             if in_main:
                 for sig in _HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
