@@ -4,7 +4,9 @@ A Unix stream socketpair made before the fork; one message per line:
 
 * supervisor -> worker: ``ping <id>``, ``stats <id>``;
 * worker -> supervisor: ``ready`` (once it serves, after lifespan startup),
-  ``pong <id>``, ``stats <id> <json of Server.stats()>``.
+  ``pong <id>``, ``stats <id> <json of Server.stats()>``, and as it stops
+  ``final 0 <json of Server.stats()>`` (its last counters, so the metrics'
+  sum over workers never goes back when a worker is replaced).
 
 The worker reads its end from its event loop (``loop.add_reader``), so a
 worker whose loop is blocked does not answer: that is what the supervisor's
@@ -28,6 +30,7 @@ READY = "ready"
 PING = "ping"
 PONG = "pong"
 STATS = "stats"
+FINAL = "final"
 
 
 class _Served(Protocol):
@@ -67,9 +70,18 @@ class WorkerLink:
         """Tells the supervisor this worker serves."""
         self._send(READY)
 
-    def detach(self) -> None:
-        """Stops reading (the loop is about to close); the socket closes
-        when the process exits."""
+    def detach(self, final_stats: dict[str, int] | None = None) -> None:
+        """Stops reading (the loop is about to close), after sending
+        ``final_stats`` if given; the socket closes when the process exits."""
+        if final_stats is not None:
+            self._outbox += f"{FINAL} 0 {json.dumps(final_stats)}\n".encode()
+            try:
+                # The loop is done serving: a short blocking send is fine.
+                self.sock.settimeout(1.0)
+                self.sock.sendall(self._outbox)
+            except OSError:
+                pass
+            self._outbox.clear()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self.sock.fileno())
@@ -142,7 +154,7 @@ def encode_request(kind: str, ident: int) -> bytes:
 
 def parse_reply(line: str) -> tuple[str, int | None, object]:
     """``(kind, id, payload)`` of a worker's message; payload is the stats
-    dict of a ``stats`` reply, else None."""
+    dict of a ``stats`` or ``final`` message, else None."""
     kind, _, rest = line.partition(" ")
     if kind == READY:
         return kind, None, None
@@ -151,7 +163,7 @@ def parse_reply(line: str) -> tuple[str, int | None, object]:
         ident = int(ident_text)
     except ValueError:
         return kind, None, None
-    if kind == STATS:
+    if kind in (STATS, FINAL):
         try:
             return kind, ident, json.loads(payload)
         except ValueError:

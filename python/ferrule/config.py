@@ -222,6 +222,9 @@ class Config:
         self.date_header: bool = _valid("date_header", date_header)
 
         self.metrics_bind: str | None = _valid("metrics_bind", metrics_bind)
+        #: Set by the --workers supervisor, which serves the metrics itself
+        #: (the workers still count, and measure durations).
+        self.metrics_by_supervisor = False
         self.log_config: dict[str, Any] | str | os.PathLike[str] | None = _valid(
             "log_config", log_config
         )

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __all__ = [
+    "GAUGES",
     "MetricsThread",
     "parse_bind",
     "render",
@@ -81,6 +82,8 @@ _SIMPLE: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("app_errors", "ferrule_app_errors_total", "counter", "Requests whose app raised."),
 )
+#: Stats keys that are levels, not counts: never summed over time.
+GAUGES = ("active_connections", "in_flight")
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BUCKET_PREFIX = "duration_le_"
 _CLOSED_PREFIX = "closed_"
@@ -112,20 +115,9 @@ def _buckets(stats: Stats) -> list[tuple[str, int]]:
     return out
 
 
-def _sum(workers: Mapping[str, Stats]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for stats in workers.values():
-        for key, value in stats.items():
-            total[key] = total.get(key, 0) + value
-    return total
-
-
-def render(workers: Mapping[str, Stats]) -> str:
-    """Prometheus text format (0.0.4) for ``{worker label: stats}``; with
-    more than one worker, a ``worker="all"`` series sums them."""
-    series: dict[str, Stats] = dict(workers)
-    if len(workers) > 1:
-        series = {"all": _sum(workers), **series}
+def render(series: Mapping[str, Stats]) -> str:
+    """Prometheus text format (0.0.4) for ``{worker label: stats}`` (the
+    supervisor adds the ``all`` series itself)."""
     lines: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:

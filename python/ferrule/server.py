@@ -33,6 +33,9 @@ _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # for, and then cancel, exactly the request tasks.
 REQUEST_TASK_NAME = "ferrule-http"
 
+# The engine's drain window at shutdown (crates/engine/src/server/shutdown.rs).
+_DRAIN = 0.1
+
 
 def _report(exc: BaseException | None) -> None:
     """Logs an app failure; None: the app returned without a response."""
@@ -274,9 +277,7 @@ class Server:
                 return 3
 
             metrics = None
-            if config.metrics_bind is not None and not getattr(
-                config, "_metrics_by_supervisor", False
-            ):
+            if config.metrics_bind is not None and not config.metrics_by_supervisor:
                 host, port = metrics_mod.parse_bind(config.metrics_bind)
                 try:
                     metrics = await metrics_mod.serve_on_loop(
@@ -354,16 +355,21 @@ class Server:
             return 0
         finally:
             if self.link is not None:
-                self.link.detach()
+                self.link.detach(self.stats())
             if in_main:
                 for sig in _HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
 
     async def _shutdown(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         logger.info("Shutting down")
+        open_connections = engine.stats()["active_connections"]
         engine.shutdown()
         timeout = self.config.timeout_graceful_shutdown
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Idle connections may still bring one request each for the
+        # engine's drain window (0.1 s): wait it out, plus a margin for that
+        # request to reach the app, before deciding nothing is in flight.
+        drain_until = time.monotonic() + (_DRAIN + 0.05 if open_connections else 0)
 
         def request_tasks() -> list[asyncio.Task[Any] | RequestTask]:
             # Every request's task (the engine's own, or an asyncio Task
@@ -393,7 +399,9 @@ class Server:
         if engine.in_flight() or request_tasks():
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
         expired = False
-        while (engine.in_flight() or request_tasks()) and not self.force_exit:
+        while (
+            engine.in_flight() or request_tasks() or time.monotonic() < drain_until
+        ) and not self.force_exit:
             if deadline is not None and time.monotonic() >= deadline:
                 logger.error(
                     "Cancel %d running request(s), timeout graceful shutdown exceeded",

@@ -43,6 +43,7 @@ from typing import Callable
 
 from ._control import (
     PING,
+    FINAL,
     PONG,
     READY,
     STATS,
@@ -52,6 +53,7 @@ from ._control import (
     split_lines,
 )
 from ._sockets import announce, bind, remove_uds, startup_failure
+from .metrics import GAUGES, MetricsThread, parse_bind
 from .config import Config
 
 logger = logging.getLogger("ferrule.error")
@@ -117,6 +119,10 @@ class Supervisor:
         self._reload_again = False
         # After the first SIGHUP, every new worker imports the app anew.
         self._fresh = False
+        # The last counters of workers that have stopped (metrics' sum).
+        self._retired: dict[str, int] = {}
+        #: Where ``--metrics-bind`` serves, once serving.
+        self.metrics_address: tuple[str, int] | None = None
 
     # ----------------------------------------------------------- public API
 
@@ -141,11 +147,23 @@ class Supervisor:
         )
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
         status = 0
+        metrics = None
         try:
+            metrics = self._start_metrics()
             for slot in range(self._count):
                 self._spawn(slot)
             status = self._supervise()
+        except OSError as exc:
+            # Only the metrics endpoint's bind raises here.
+            logger.error(
+                "Could not serve metrics on %s: %s",
+                self.config.metrics_bind,
+                exc.strerror or exc,
+            )
+            status = 3
         finally:
+            if metrics is not None:
+                metrics.stop()
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -158,6 +176,29 @@ class Supervisor:
             remove_uds(self.config)
         logger.info("Stopping parent process [%d]", os.getpid())
         return status
+
+    def _start_metrics(self) -> MetricsThread | None:
+        """``--metrics-bind``: served here, from every worker's counters."""
+        if self.config.metrics_bind is None:
+            return None
+        self.config.metrics_by_supervisor = True
+        host, port = parse_bind(self.config.metrics_bind)
+        metrics = MetricsThread(host, port, self.metrics_series)
+        metrics.start()
+        self.metrics_address = metrics.address
+        logger.info("Metrics on http://%s:%d/metrics", *metrics.address)
+        return metrics
+
+    def metrics_series(self) -> dict[str, dict[str, int]]:
+        """The metrics' series: each worker by pid, and ``all``, their sum
+        plus the last counters of the workers that have stopped."""
+        live = self.worker_stats(1.0)
+        with self._lock:
+            total = dict(self._retired)
+        for stats in live.values():
+            for key, value in stats.items():
+                total[key] = total.get(key, 0) + value
+        return {"all": total, **{str(pid): stats for pid, stats in live.items()}}
 
     def worker_stats(self, timeout: float = 1.0) -> dict[int, dict[str, int]]:
         """Each ready worker's engine counters (``Server.stats()``), by pid.
@@ -280,6 +321,11 @@ class Supervisor:
         elif kind == PONG:
             if ident is not None and ident == worker.ping_id:
                 worker.ping_id = None
+        elif kind == FINAL and isinstance(payload, dict):
+            with self._lock:
+                for key, value in payload.items():
+                    if key not in GAUGES and isinstance(value, int):
+                        self._retired[key] = self._retired.get(key, 0) + value
         elif kind == STATS and ident is not None:
             with self._replied:
                 if ident in self._waiting:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _rawhttp import wait_for
 
 from conftest import ROOT, CLIProcess, _cli_env
 from ferrule import Config, cli
@@ -52,9 +53,10 @@ def test_run_with_an_import_string_and_workers_serves_from_several_processes() -
         proc.wait_started()
         assert httpx.get(proc.url + "/").text == "Hello, world!"
         assert "Started parent process" in proc.output
+        # The parent announces the socket before its workers are up.
+        wait_for(lambda: proc.output.count("Started server process") == 2)
     finally:
         assert proc.stop(signal.SIGINT) == 0, proc.output
-    assert proc.output.count("Started server process") == 2
 
 
 @pytest.mark.engine

@@ -4,13 +4,14 @@ counters match the traffic sent."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 import urllib.request
 
 import httpx
 import pytest
-from _rawhttp import fetch
+from _rawhttp import fetch, wait_for
 
 from ferrule.metrics import render
 
@@ -155,24 +156,61 @@ def test_metrics_bind_in_use_is_one_line_and_exit_3(run_cli, ferrule_cmd, cli_en
     ), proc.stderr
 
 
-def test_render_sums_workers_under_worker_all():
+def test_render_makes_cumulative_buckets_per_series():
     text = render(
         {
-            "11": {
-                "requests": 3,
-                "responses_2xx": 3,
-                "duration_le_500us": 3,
-                "duration_le_inf": 0,
-            },
-            "12": {
-                "requests": 4,
-                "responses_2xx": 4,
-                "duration_le_500us": 1,
-                "duration_le_inf": 3,
-            },
+            "11": {"requests": 3, "duration_le_500us": 3, "duration_le_inf": 0},
+            "12": {"requests": 4, "duration_le_500us": 1, "duration_le_inf": 3},
         }
     )
-    assert 'ferrule_requests_total{worker="all"} 7' in text
     assert 'ferrule_requests_total{worker="11"} 3' in text
-    assert 'ferrule_request_duration_seconds_bucket{worker="all",le="0.0005"} 4' in text
-    assert 'ferrule_request_duration_seconds_bucket{worker="all",le="+Inf"} 7' in text
+    assert 'ferrule_request_duration_seconds_bucket{worker="12",le="0.0005"} 1' in text
+    assert 'ferrule_request_duration_seconds_bucket{worker="12",le="+Inf"} 4' in text
+    assert 'ferrule_request_duration_seconds_count{worker="12"} 4' in text
+
+
+def test_workers_metrics_are_per_worker_and_summed_across_a_reload(run_cli):
+    """With --workers the supervisor serves the endpoint: a series per
+    worker and worker="all", which keeps the counts of replaced workers."""
+    metrics_port = _free_port()
+    proc = run_cli(
+        "examples.hello:app",
+        "--workers",
+        "2",
+        "--metrics-bind",
+        f"127.0.0.1:{metrics_port}",
+        "--no-access-log",
+    )
+    address = ("127.0.0.1", metrics_port)
+    with httpx.Client(base_url=proc.url) as c:
+        for _ in range(100):
+            assert c.get("/").status_code == 200
+    samples = scrape(address)
+    assert one(samples, "ferrule_requests_total", worker="all") == 100
+    per_worker = [
+        v
+        for k, v in samples.items()
+        if k.startswith("ferrule_requests_total{") and 'worker="all"' not in k
+    ]
+    assert len(per_worker) == 2 and sum(per_worker) == 100
+    # A rolling reload replaces both workers: the sum keeps their counts.
+    old = {k for k in samples if k.startswith("ferrule_requests_total{")}
+    proc.proc.send_signal(signal.SIGHUP)
+
+    def replaced() -> bool:
+        now = {k for k in scrape(address) if k.startswith("ferrule_requests_total{")}
+        return (
+            len(now) == 3 and not (now - {'ferrule_requests_total{worker="all"}'}) & old
+        )
+
+    wait_for(replaced, timeout=15)
+    with httpx.Client(base_url=proc.url) as c:
+        for _ in range(10):
+            assert c.get("/").status_code == 200
+    assert one(scrape(address), "ferrule_requests_total", worker="all") == 110
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -180,10 +180,19 @@ impl Driver {
                 }
             }
             let idle = rbuf.is_empty();
-            let deadline = if idle {
-                if shared.is_shutting_down() {
+            // Stopping: an idle connection gets the drain window for one
+            // more request, then closes.
+            let drain = if idle {
+                shared.shutdown.drain_deadline()
+            } else {
+                None
+            };
+            let deadline = if let Some(end) = drain {
+                if Instant::now() >= end {
                     return Err(CloseReason::Shutdown);
                 }
+                end
+            } else if idle {
                 let since = conn.lock().idle_since.take();
                 since.unwrap_or_else(Instant::now) + cfg.keep_alive_timeout
             } else {
@@ -194,13 +203,16 @@ impl Driver {
                 biased;
                 r = conn.read_some(rbuf) => r.map_err(|_| CloseReason::Reset)?,
                 _ = timer.as_mut() => {
-                    return Err(if idle {
+                    return Err(if drain.is_some() {
+                        CloseReason::Shutdown
+                    } else if idle {
                         CloseReason::KeepAliveTimeout
                     } else {
                         CloseReason::HeaderTimeout
                     });
                 }
-                _ = shared.shutdown.notified(), if idle => return Err(CloseReason::Shutdown),
+                // Woken by the stop: look again, now with the drain window.
+                _ = shared.shutdown.notified(), if idle && drain.is_none() => continue,
             };
             if n == 0 {
                 return Err(CloseReason::ClientEof);
@@ -432,10 +444,11 @@ impl Driver {
             // did not fail: the close is the shutdown's.
             let aborted = st.writing == Writing::Aborted
                 && !(st.told_disconnect && shared.is_shutting_down());
-            let keep = st.keep_alive
-                && !aborted
-                && st.body_failure().is_none()
-                && !shared.is_shutting_down();
+            // A response that went out without `Connection: close` while
+            // the server began to stop: its client will send again, so the
+            // connection stays for the drain window (`read_head`), whose
+            // request is answered with `Connection: close`.
+            let keep = st.keep_alive && !aborted && st.body_failure().is_none();
             (keep, st.body_left(), aborted)
         };
         if !keep {

@@ -517,6 +517,55 @@ async fn shutdown_closes_an_idle_connection() {
 }
 
 #[tokio::test]
+async fn a_request_within_the_drain_window_after_shutdown_is_served_with_close() {
+    let mut h = Harness::new(config());
+    h.send(GET).await;
+    let (ex, _) = h.request().await;
+    respond(&*ex, b"hi");
+    assert_eq!(h.read_exactly(response("hi").len()).await, response("hi"));
+    // The stop begins as the client, which was told nothing, sends again.
+    h.shared.begin_shutdown();
+    h.iteration();
+    h.send(GET).await;
+    let (ex, _) = h.request().await;
+    respond(&*ex, b"hi");
+    let rest = h.read_to_eof().await;
+    assert!(rest.starts_with(b"HTTP/1.1 200 OK\r\n"), "{rest:?}");
+    assert!(
+        String::from_utf8_lossy(&rest).contains("Connection: close\r\n"),
+        "{rest:?}"
+    );
+    assert_eq!(h.closed_with().await, CloseReason::Shutdown);
+}
+
+#[tokio::test]
+async fn a_fresh_connection_at_shutdown_still_gets_its_first_request_served() {
+    let mut h = Harness::new(config());
+    h.shared.begin_shutdown();
+    h.iteration();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.send(GET).await;
+    let (ex, _) = h.request().await;
+    respond(&*ex, b"hi");
+    assert!(h.read_to_eof().await.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(h.closed_with().await, CloseReason::Shutdown);
+}
+
+#[tokio::test]
+async fn an_idle_connection_closes_when_the_drain_window_ends() {
+    let h = Harness::new(config());
+    let started = Instant::now();
+    h.shared.begin_shutdown();
+    h.iteration();
+    assert_eq!(h.closed_with().await, CloseReason::Shutdown);
+    let took = started.elapsed();
+    assert!(
+        took >= crate::server::shutdown::DRAIN && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_second_request_on_a_kept_connection_still_gets_its_status() {
     let mut h = Harness::new(ServerConfig {
         max_body: Some(10),
