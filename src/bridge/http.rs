@@ -28,6 +28,9 @@ use super::task::{self, RequestTask, TaskOwner};
 
 /// What the access log needs once the response is complete.
 struct LogInfo {
+    /// The client a trusted proxy named (`X-Forwarded-For`), as the scope
+    /// has it; None: the connection's peer.
+    forwarded_client: Option<String>,
     method: String,
     target: String,
     version: Version,
@@ -245,9 +248,11 @@ impl HttpResponder {
         let Some(info) = info else {
             return Ok(());
         };
-        let client = match self.exchange.peer() {
-            Some(p) => format!("{}:{}", p.ip(), p.port()),
-            None => "unix".to_string(),
+        let client = match (info.forwarded_client, self.exchange.peer()) {
+            // The port of a forwarded client is unknown: 0, as in the scope.
+            (Some(c), _) => format!("{c}:0"),
+            (None, Some(p)) => format!("{}:{}", p.ip(), p.port()),
+            (None, None) => "unix".to_string(),
         };
         let version = match info.version {
             Version::Http10 => "1.0",
@@ -484,7 +489,9 @@ pub fn start_app(
     };
     // Waiters of the connection's previous request are done with.
     drop(stale);
+    let forwarded = exchange.forwarded(head);
     let log = refs.access_log.as_ref().map(|_| LogInfo {
+        forwarded_client: forwarded.client.map(str::to_owned),
         method: String::from_utf8_lossy(head.method()).into_owned(),
         target: String::from_utf8_lossy(head.bytes(head.target)).into_owned(),
         version: head.version,
@@ -498,7 +505,6 @@ pub fn start_app(
     });
     let run = || -> PyResult<()> {
         let (client, server) = addrs?;
-        let forwarded = exchange.forwarded(head);
         let scope = build_scope(py, &bridge.scope, head, forwarded, &client, &server)?;
         let receive = Py::new(
             py,
