@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an ASGI application with ferrule (Rust engine).",
         usage="%(prog)s [OPTIONS] APP",
         epilog="Each option can also be set by the environment variable shown "
-        "as [env: ...]; a flag on the command line wins.",
+        "as [env: ...], or by uvicorn's UVICORN_* one (and WEB_CONCURRENCY for "
+        "--workers); a flag on the command line wins, then FERRULE_*.",
         allow_abbrev=False,
     )
     p.add_argument(
@@ -172,11 +173,11 @@ def resolve(
         if hasattr(args, option.name):
             values[option.name] = getattr(args, option.name)
             sources[option.name] = f"argument {option.flag}"
-        elif option.env in environ:
-            source = f"environment variable {option.env}"
-            text = environ[option.env]
+        elif (name := _env_name(option, environ)) is not None:
+            source = f"environment variable {name}"
+            text = environ[name]
             try:
-                values[option.name] = option.from_env(text)
+                values[option.name] = option.from_env(text, name)
             except Invalid as exc:
                 raise OptionError(option.name, exc.message(text), source) from None
             sources[option.name] = source
@@ -184,6 +185,11 @@ def resolve(
             values[option.name] = option.default
             sources[option.name] = f"argument {option.flag}"
     return Settings(args.app, values, sources)
+
+
+def _env_name(option: Option, environ: Mapping[str, str]) -> str | None:
+    """The first of the option's environment variables that is set."""
+    return next((name for name in option.env_names if name in environ), None)
 
 
 def command_line(app: str, kwargs: Mapping[str, Any]) -> list[str]:
@@ -273,11 +279,11 @@ def _load_env_file(args: argparse.Namespace) -> str | None:
     option = BY_NAME["env_file"]
     if hasattr(args, option.name):
         path, source = args.env_file, f"argument {option.flag}"
-    elif option.env in os.environ:
-        source = f"environment variable {option.env}"
-        text = os.environ[option.env]
+    elif (name := _env_name(option, os.environ)) is not None:
+        source = f"environment variable {name}"
+        text = os.environ[name]
         try:
-            path = option.from_env(text)
+            path = option.from_env(text, name)
         except Invalid as exc:
             _fail(f"{source}: {exc.message(text)}")
     else:

@@ -407,14 +407,30 @@ class Option:
         self.check([value] if self.repeatable else value)
         return value
 
-    def from_env(self, text: str) -> Any:
-        """The value of the option's environment variable; raises :class:`Invalid`."""
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """The environment variables read for the option, first found wins:
+        ferrule's own, then uvicorn's (``UVICORN_*``, and ``WEB_CONCURRENCY``
+        for the workers), so a deployment written for uvicorn keeps working."""
+        names = [self.env]
+        uvicorn_name = _UVICORN_PARAMS.get(self.name)
+        if uvicorn_name is not None:
+            names.append("UVICORN_" + uvicorn_name.upper())
+        if self.name == "workers":
+            names.append("WEB_CONCURRENCY")
+        return tuple(names)
+
+    def from_env(self, text: str, name: str | None = None) -> Any:
+        """The value of the option's environment variable ``name`` (its
+        own unless given); raises :class:`Invalid`."""
         if self.style != "value":
             return parse_bool(text)
         if not self.repeatable:
             return self.from_text(text)
         items = []
-        for item in text.split(self.separator):
+        # uvicorn's variables list items as click does: separated by blanks.
+        own = name is None or name == self.env
+        for item in text.split(self.separator) if own else text.split():
             if not item.strip():
                 continue
             try:
@@ -425,6 +441,25 @@ class Option:
 
 
 _SECONDS = "SECONDS"
+
+# ferrule option name -> uvicorn 0.54's parameter name, for the options
+# uvicorn also has (its variables are UVICORN_<PARAMETER>).
+_UVICORN_PARAMS: dict[str, str] = {
+    name: name
+    for name in (
+        "access_log app_dir backlog date_header env_file factory fd "
+        "forwarded_allow_ips h11_max_incomplete_event_size headers host http "
+        "http2 interface lifespan limit_concurrency limit_max_requests "
+        "limit_max_requests_jitter log_config log_level loop port proxy_headers "
+        "reload reload_delay reload_excludes reload_includes reset_contextvars "
+        "root_path server_header ssl_ca_certs ssl_cert_reqs ssl_certfile "
+        "ssl_ciphers ssl_keyfile ssl_keyfile_password ssl_version "
+        "timeout_graceful_shutdown timeout_keep_alive timeout_worker_healthcheck "
+        "uds use_colors workers ws ws_max_queue ws_max_size ws_per_message_deflate "
+        "ws_ping_interval ws_ping_timeout"
+    ).split()
+}
+_UVICORN_PARAMS["reload_dir"] = "reload_dirs"
 
 OPTIONS: tuple[Option, ...] = (
     # In Config.__init__'s order (a test checks it); --help and README follow it.

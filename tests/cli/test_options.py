@@ -24,6 +24,7 @@ from ferrule.reloader import child_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
+
 @pytest.fixture(autouse=True)
 def no_option_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither the developer's nor CI's environment may set an option here."""
@@ -77,7 +78,12 @@ def test_table_entries_are_consistent() -> None:
             assert option.choices is None and not option.repeatable
         if option.cli_only:
             assert not option.engine
-    assert [o.name for o in OPTIONS if o.cli_only] == ["reload", "reload_dir", "loop", "http"]
+    assert [o.name for o in OPTIONS if o.cli_only] == [
+        "reload",
+        "reload_dir",
+        "loop",
+        "http",
+    ]
 
 
 def test_parser_flags_are_the_table_s() -> None:
@@ -435,3 +441,35 @@ def test_default_header_goes_out_as_latin_1(serve: Any) -> None:
     assert reply.status == 200
     assert b"\r\nX-Test: caf\xe9\r\n" in reply.raw
     assert "café".encode() not in reply.raw  # not UTF-8
+
+
+def test_uvicorn_environment_variables_apply_after_ferrule_s_own():
+    args = cli.build_parser().parse_args(["m:app"])
+    environ = {
+        "UVICORN_PORT": "9001",
+        "UVICORN_HOST": "0.0.0.0",
+        "FERRULE_HOST": "127.0.0.2",
+        "UVICORN_RELOAD_DIRS": "/srv/a /srv/b",
+        "UVICORN_PROXY_HEADERS": "false",
+        "WEB_CONCURRENCY": "3",
+    }
+    settings = cli.resolve(args, environ)
+    assert settings.values["port"] == 9001
+    assert settings.values["host"] == "127.0.0.2", "FERRULE_* wins over UVICORN_*"
+    assert settings.values["reload_dir"] == ["/srv/a", "/srv/b"]
+    assert settings.values["proxy_headers"] is False
+    assert settings.values["workers"] == 3
+
+
+def test_a_flag_wins_over_uvicorn_s_variables_and_web_concurrency():
+    args = cli.build_parser().parse_args(["m:app", "--workers", "2", "--port", "1"])
+    environ = {"UVICORN_WORKERS": "5", "WEB_CONCURRENCY": "4", "UVICORN_PORT": "x"}
+    settings = cli.resolve(args, environ)
+    assert settings.values["workers"] == 2 and settings.values["port"] == 1
+
+
+def test_a_bad_uvicorn_variable_names_itself():
+    args = cli.build_parser().parse_args(["m:app"])
+    with pytest.raises(cli.OptionError) as exc:
+        cli.resolve(args, {"UVICORN_PORT": "eighty"})
+    assert exc.value.source == "environment variable UVICORN_PORT"
