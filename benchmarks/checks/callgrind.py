@@ -73,6 +73,7 @@ def run_once(
     conns: int,
     seconds: int,
     out: str,
+    server_args: list[str],
 ) -> int:
     port = free_port()
     module, _ = APPS[app]
@@ -81,7 +82,7 @@ def run_once(
     argv = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
         python, "-m", "ferrule", f"{module}:app", "--port", str(port),
-        "--no-access-log", "--log-level", "warning",
+        "--no-access-log", "--log-level", "warning", *server_args,
     ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -113,11 +114,14 @@ def main() -> None:
     p.add_argument("--pythonpath", action="append", default=[],
                    help="a directory put first on the server's PYTHONPATH (another build of ferrule)")
     p.add_argument("--json", help="append the figures to this JSON-lines file")
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="one more argument for ferrule (repeat: --server-arg=--metrics-bind "
+                        "--server-arg=127.0.0.1:9100)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for app in a.apps.split(","):
-            base = run_once(a.python, a.pythonpath, app, APPS[app][1], 0, a.conns, a.seconds, os.path.join(tmp, "idle.out"))
-            full = run_once(a.python, a.pythonpath, app, APPS[app][1], a.requests, a.conns, a.seconds, os.path.join(tmp, "load.out"))
+            base = run_once(a.python, a.pythonpath, app, APPS[app][1], 0, a.conns, a.seconds, os.path.join(tmp, "idle.out"), a.server_arg)
+            full = run_once(a.python, a.pythonpath, app, APPS[app][1], a.requests, a.conns, a.seconds, os.path.join(tmp, "load.out"), a.server_arg)
             per = (full - base) / a.requests
             row = {"label": a.label, "app": app, "requests": a.requests,
                    "instructions_per_request": round(per)}
