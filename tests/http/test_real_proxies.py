@@ -223,14 +223,11 @@ def haproxy_servers(sock_path: Path) -> dict[str, dict[str, str]]:
     return {row["svname"]: row for row in csv.DictReader(io.StringIO(text))}
 
 
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
-def test_haproxy_with_proxy_protocol_checks_and_reuse(serve: Any, start_proxy: Any, tmp_path: Path) -> None:
-    app = EchoApp()
-    srv = serve(app, lifespan="off", access_log=False, proxy_protocol=True, forwarded_allow_ips="127.0.0.1")
-    port = free_port()
-    stats_sock = tmp_path / "haproxy.sock"
-    conf = tmp_path / "haproxy.cfg"
-    conf.write_text(f"""
+def haproxy_config(port: int, stats_sock: Path, backend: str) -> str:
+    """An HAProxy config: an HTTP frontend on ``port`` to the ``ferrule``
+    backend (health checks by ``GET /health``, then ``backend``'s lines),
+    with an admin stats socket."""
+    return f"""
 global
     maxconn 1000
     stats socket {stats_sock} mode 600 level admin
@@ -247,9 +244,25 @@ frontend web
 
 backend ferrule
     option httpchk GET /health
-    http-reuse always
-    server app1 127.0.0.1:{srv.port} check inter 100 send-proxy-v2 check-send-proxy
-""")
+    {backend}
+"""
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
+def test_haproxy_with_proxy_protocol_checks_and_reuse(serve: Any, start_proxy: Any, tmp_path: Path) -> None:
+    app = EchoApp()
+    srv = serve(app, lifespan="off", access_log=False, proxy_protocol=True, forwarded_allow_ips="127.0.0.1")
+    port = free_port()
+    stats_sock = tmp_path / "haproxy.sock"
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(
+        haproxy_config(
+            port,
+            stats_sock,
+            "http-reuse always\n    "
+            f"server app1 127.0.0.1:{srv.port} check inter 100 send-proxy-v2 check-send-proxy",
+        )
+    )
     assert HAPROXY is not None
     start_proxy([HAPROXY, "-db", "-f", str(conf)], port, tmp_path / "haproxy.out")
     # The first check has passed once the server is UP (the stats socket may
@@ -321,24 +334,14 @@ def test_haproxy_checks_on_their_own_port_need_check_send_proxy(
     stats_sock = tmp_path / "haproxy.sock"
     conf = tmp_path / "haproxy.cfg"
     extra = "check-send-proxy" if check_send_proxy else ""
-    conf.write_text(f"""
-global
-    stats socket {stats_sock} mode 600 level admin
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend web
-    bind 127.0.0.1:{port}
-    default_backend ferrule
-
-backend ferrule
-    option httpchk GET /health
-    server app1 127.0.0.1:{srv.port} check inter 100 port {srv.port} send-proxy-v2 {extra}
-""")
+    conf.write_text(
+        haproxy_config(
+            port,
+            stats_sock,
+            f"server app1 127.0.0.1:{srv.port} check inter 100 port {srv.port} "
+            f"send-proxy-v2 {extra}",
+        )
+    )
     assert HAPROXY is not None
     start_proxy([HAPROXY, "-db", "-f", str(conf)], port, tmp_path / "haproxy.out")
     deadline = time.monotonic() + 5
