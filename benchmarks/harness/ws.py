@@ -118,7 +118,9 @@ class WsLoad:
     def next_event(self, timeout: float) -> dict | None:
         """The next JSON line (an event or the summary); None at EOF or timeout."""
         result: list[str] = []
-        t = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()), daemon=True)
+        out = self.proc.stdout
+        assert out is not None
+        t = threading.Thread(target=lambda: result.append(out.readline()), daemon=True)
         t.start()
         t.join(timeout)
         if not result or not result[0]:
@@ -131,8 +133,8 @@ class WsLoad:
         return d
 
     def finish(self, timeout: float) -> dict:
-        summary = None
-        while True:
+        summary = next((d for d in reversed(self.lines) if "mode" in d), None)
+        while summary is None:
             d = self.next_event(timeout)
             if d is None:
                 break
@@ -144,7 +146,7 @@ class WsLoad:
             self.proc.kill()
             self.proc.wait()
         if summary is None:
-            err = (self.proc.stderr.read() or "").strip()[-300:]
+            err = (self.proc.stderr.read() if self.proc.stderr else "").strip()[-300:]
             return {"error": f"wsload gave no summary (exit {self.proc.returncode}): {err}"}
         summary["exit"] = self.proc.returncode
         return summary
@@ -155,28 +157,27 @@ def echo_run(exe: str, r: Running, case: str, duration: float, warmup: float) ->
     args, _ = ECHO_CASES[case]
     w = WsLoad(exe, ["echo", "--url", f"ws://127.0.0.1:{r.port}/", "--duration", str(duration),
                      "--warmup", str(warmup)] + args)
-    cpu0 = busy0 = cpu1 = busy1 = load0 = load1 = None
+    at: dict[str, tuple[float, float, float]] = {}  # event -> (server CPU, CPU0 busy, wsload CPU)
     deadline = warmup + duration + 30
     while True:
         d = w.next_event(deadline)
         if d is None or "mode" in d:
             break
-        if d.get("event") == "start":
-            cpu0, busy0 = tree_cpu_seconds(r.pid), cpu_busy_seconds(SERVER_CPU)
-            load0 = tree_cpu_seconds(w.proc.pid)
-        elif d.get("event") == "end":
-            cpu1, busy1 = tree_cpu_seconds(r.pid), cpu_busy_seconds(SERVER_CPU)
-            load1 = tree_cpu_seconds(w.proc.pid)
-            break
+        ev = d.get("event")
+        if ev in ("start", "end"):
+            at[ev] = (tree_cpu_seconds(r.pid), cpu_busy_seconds(SERVER_CPU),
+                      tree_cpu_seconds(w.proc.pid))
+            if ev == "end":
+                break
     m = w.finish(30)
-    if cpu0 is not None and cpu1 is not None:
+    if "start" in at and "end" in at:
+        (cpu0, busy0, load0), (cpu1, busy1, load1) = at["start"], at["end"]
         cpu = cpu1 - cpu0
         m["server_cpu_s"] = round(cpu, 3)
         msgs = m.get("messages") or 0
         m["messages_per_cpu_s"] = msgs / cpu if cpu > 0 else None
         # CPU 0 time used by anything but the server: the run measured a neighbour too
         m["cpu0_other"] = max(0.0, (busy1 - busy0) - cpu) / duration
-    if load0 is not None and load1 is not None:
         # near 100%: the load generator, not the server, set the pace
         m["wsload_cpu"] = (load1 - load0) / duration
     return m
