@@ -199,6 +199,9 @@ def summarize(index: dict[str, Any], reports: str) -> dict[str, Any]:
                 entry["description"] = " ".join(text.split())
                 entry["result"] = detail.get("result")
                 entry["resultClose"] = detail.get("resultClose")
+                status = (detail.get("httpResponse") or "").split("\r\n", 1)[0]
+                if not status.startswith("HTTP/1.1 101"):
+                    entry["handshake"] = status or "no response"
             except (OSError, ValueError, KeyError):
                 pass
             non_ok.append(entry)
@@ -221,6 +224,9 @@ def print_summary(s: dict[str, Any]) -> None:
                 desc = desc[:67] + "..."
             print(f"    {e['case']:8s} {e['behavior']:13s} close {e['behaviorClose']:13s} "
                   f"code {e['remoteCloseCode']}  {desc}")
+    refused = Counter(e["handshake"] for e in s["non_ok"] if "handshake" in e)
+    for status, n in refused.items():
+        print(f"  {n} case(s) got no WebSocket upgrade, the handshake answered: {status}")
     print(f"  reports: {s['reports']}/index.html")
 
 
