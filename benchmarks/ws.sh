@@ -4,7 +4,7 @@
 # benchmarks/wsload; writes benchmarks/results/ws-<date>.md + .json.
 # See benchmarks/README.md ("WebSocket benchmark").
 #
-#   benchmarks/ws.sh                          # full run (~6 min)
+#   benchmarks/ws.sh                          # full run (~7 min, estimated)
 #   benchmarks/ws.sh --quick                  # harness check (~1 min), measures nothing
 #   benchmarks/ws.sh --servers ferrule,granian --cases echo64
 #   benchmarks/ws.sh --skip-setup             # reuse the venv, ferrule and wsload as they are
