@@ -1,5 +1,5 @@
-"""Options uvicorn has and ferrule does not act on yet: --ws*, --http2 are
-accepted with one notice line; asking for TLS fails at start-up (never plain
+"""Options uvicorn has and ferrule does not act on yet: --http2 is
+accepted with one notice line (the --ws* flags are served, without one); asking for TLS fails at start-up (never plain
 HTTP instead), exit status 1; --h11-max-incomplete-event-size sets the head
 limit."""
 
@@ -18,27 +18,29 @@ pytestmark = pytest.mark.timeout(60)
 APP = "examples.hello:app"
 
 
-def test_ws_and_http2_notices() -> None:
+def test_http2_notice_and_none_for_ws_flags() -> None:
     assert Config("m:a").notices() == []
     assert Config("m:a", ws="none").notices() == []
     lines = Config("m:a", ws="wsproto", ws_max_size=1024, http2=True).notices()
-    assert len(lines) == 2
-    assert lines[0].startswith("HTTP/2 is not served yet")
-    assert lines[1].startswith("WebSockets are not served yet;")
-    assert "--ws, --ws-max-size ignored" in lines[1]
+    assert lines == ["HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)"]
 
 
 @pytest.mark.engine
-def test_cli_ws_flags_serve_with_one_notice(run_cli: Any) -> None:
+def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
     server = run_cli(
-        APP, "--ws", "websockets", "--ws-ping-interval", "5",
-        "--ws-per-message-deflate", "false", "--http2",
+        APP,
+        "--ws",
+        "websockets",
+        "--ws-ping-interval",
+        "5",
+        "--ws-per-message-deflate",
+        "false",
+        "--http2",
     )
     assert httpx.get(server.url + "/").status_code == 200
     notices = [line for line in server.stderr_lines if "not served yet" in line]
-    assert len(notices) == 2, server.output
-    assert notices[1].startswith("WARNING:  WebSockets are not served yet;")
-    assert "--ws, --ws-ping-interval, --ws-per-message-deflate ignored" in notices[1]
+    assert len(notices) == 1, server.output
+    assert "WebSockets" not in server.output
 
 
 @pytest.mark.parametrize(
@@ -50,12 +52,18 @@ def test_cli_ws_flags_serve_with_one_notice(run_cli: Any) -> None:
 )
 @pytest.mark.parametrize("extra", [[], ["--workers", "2"], ["--reload"]])
 def test_tls_asked_for_is_one_line_exit_1(
-    ferrule_cmd: list[str], cli_env: dict[str, str], flags: list[str], named: str,
+    ferrule_cmd: list[str],
+    cli_env: dict[str, str],
+    flags: list[str],
+    named: str,
     extra: list[str],
 ) -> None:
     r = subprocess.run(
         [*ferrule_cmd, *flags, *extra, "--port", "0", APP],
-        env=cli_env, capture_output=True, text=True, timeout=30,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 1
     assert r.stderr == (
@@ -77,10 +85,16 @@ def test_other_ssl_flags_alone_are_no_ops(run_cli: Any) -> None:
 
 
 def test_h11_max_incomplete_event_size_sets_the_head_limit() -> None:
-    assert Config("m:a", h11_max_incomplete_event_size=4096).limit_request_head_size == 4096
-    assert Config(
-        "m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=4096
-    ).engine_options()["limit_request_head_size"] == 4096
+    assert (
+        Config("m:a", h11_max_incomplete_event_size=4096).limit_request_head_size
+        == 4096
+    )
+    assert (
+        Config(
+            "m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=4096
+        ).engine_options()["limit_request_head_size"]
+        == 4096
+    )
     with pytest.raises(ConfigError, match="give one of the two"):
         Config("m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=8192)
 
