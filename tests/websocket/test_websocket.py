@@ -316,3 +316,70 @@ def test_a_small_message_leaves_in_one_write(serve: Any) -> None:
                 f"m{n}{i}" for i in range(3)
             ]
         assert srv.stats()["write_syscalls"] - before == 20
+
+
+def test_after_the_client_closed_send_raises_and_close_is_a_no_op(serve: Any) -> None:
+    outcome: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        outcome["msg"] = await receive()
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError as exc:
+            outcome["send"] = exc
+        await send({"type": "websocket.close"})
+        outcome["closed"] = True
+        outcome["again"] = await receive()
+
+    srv = serve(app)
+    with connect(ws_url(srv), open_timeout=5) as ws:
+        ws.close(code=1001)
+    deadline = time.monotonic() + 5
+    while "again" not in outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcome["msg"] == {
+        "type": "websocket.disconnect",
+        "code": 1001,
+        "reason": "",
+    }
+    assert type(outcome["send"]).__name__ == "ClientDisconnected"
+    assert outcome["closed"] is True
+    assert outcome["again"]["type"] == "websocket.disconnect"
+
+
+def test_messages_out_of_order_raise(serve: Any) -> None:
+    errors: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        for bad in [
+            {"type": "websocket.send", "text": "before accept"},
+            {"type": "websocket.http.response.body", "body": b""},
+        ]:
+            try:
+                await send(bad)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        await send({"type": "websocket.accept"})
+        try:
+            await send({"type": "websocket.accept"})
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await send({"type": "websocket.close"})
+        try:
+            await send({"type": "websocket.send", "text": "after close"})
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    srv = serve(app)
+    with connect(ws_url(srv), open_timeout=5) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+    assert len(errors) == 4, errors
+    assert all(e.startswith("Unexpected ASGI message 'websocket.") for e in errors)

@@ -49,9 +49,11 @@ fn values<'h>(head: &'h RequestHead, name: &'h [u8]) -> impl Iterator<Item = &'h
 /// `Connection: upgrade`; it must then be a `GET` over HTTP/1.1 with one
 /// `Sec-WebSocket-Key` of 16 base64 bytes and `Sec-WebSocket-Version: 13`.
 pub fn check_upgrade(head: &RequestHead) -> Upgrade {
-    let wants_ws = values(head, b"upgrade").any(|v| has_token(v, b"websocket"));
-    let conn_upgrade = values(head, b"connection").any(|v| has_token(v, b"upgrade"));
-    if !wants_ws || !conn_upgrade {
+    // One scan of the header names for a plain request (no Upgrade).
+    if !values(head, b"upgrade").any(|v| has_token(v, b"websocket")) {
+        return Upgrade::No;
+    }
+    if !values(head, b"connection").any(|v| has_token(v, b"upgrade")) {
         return Upgrade::No;
     }
     if head.method() != b"GET" {

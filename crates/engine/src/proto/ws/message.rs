@@ -58,7 +58,21 @@ pub fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// Turns bytes into messages; one per connection.
+/// The data frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    mask: [u8; 4],
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already taken (for unmasking at the right offset).
+    offset: usize,
+    fin: bool,
+}
+
+/// Turns bytes into messages; one per connection. Data frames are taken
+/// as their bytes arrive (a large frame is never buffered whole, and
+/// invalid UTF-8 fails as soon as it arrives); control frames are taken
+/// whole (at most 125 bytes).
 pub struct Reader {
     max_size: usize,
     inflater: Option<Inflater>,
@@ -70,6 +84,7 @@ pub struct Reader {
     compressed: bool,
     /// Bytes of `msg` known to be valid UTF-8 (text messages).
     utf8_ok: usize,
+    current: Option<Current>,
 }
 
 impl Reader {
@@ -84,6 +99,7 @@ impl Reader {
             text: false,
             compressed: false,
             utf8_ok: 0,
+            current: None,
         }
     }
 
@@ -93,20 +109,16 @@ impl Reader {
         std::mem::take(&mut self.msg)
     }
 
-    /// Bytes of the frame in progress still to come (for read sizing), 0
-    /// when the header itself is incomplete.
-    pub fn next_frame_len(buf: &[u8]) -> usize {
-        match parse_header(buf) {
-            Ok(Some(h)) => h.header_len + usize::try_from(h.len).unwrap_or(usize::MAX),
-            _ => 0,
-        }
-    }
-
-    /// Consumes the next complete frame at the front of `buf`. `Ok(None)`:
-    /// more bytes are needed (a frame is taken only whole), or a fragment
-    /// was taken and the message is not complete yet (call again).
+    /// Consumes what it can of `buf`: returns at the first complete message
+    /// or control frame; `Ok(None)` when more bytes are needed.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, WsError> {
         loop {
+            if let Some(cur) = self.current {
+                if let Some(done) = self.payload(buf, cur)? {
+                    return Ok(done);
+                }
+                continue;
+            }
             let h = match parse_header(buf) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok(None),
@@ -128,72 +140,116 @@ impl Reader {
                 if h.rsv1 {
                     return Err(WsError::Protocol("RSV1 on a control frame"));
                 }
-            } else {
-                match (h.opcode, self.in_message) {
-                    (OpCode::Continuation, false) => {
-                        return Err(WsError::Protocol("continuation with nothing to continue"))
-                    }
-                    (OpCode::Text | OpCode::Binary, true) => {
-                        return Err(WsError::Protocol("new message inside a fragmented one"))
-                    }
-                    _ => {}
+                let total = h.header_len + h.len as usize;
+                if buf.len() < total {
+                    return Ok(None);
                 }
-                if h.rsv1 && (self.inflater.is_none() || h.opcode == OpCode::Continuation) {
-                    return Err(WsError::Protocol("RSV1 without permessage-deflate"));
-                }
-                // The per-frame bound: no frame larger than a message.
-                if h.len > self.max_size as u64 {
-                    return Err(WsError::TooBig);
-                }
-                let compressed = if h.opcode == OpCode::Continuation {
-                    self.compressed
-                } else {
-                    h.rsv1
+                buf.advance(h.header_len);
+                let mut payload = buf.split_to(h.len as usize);
+                unmask(&mut payload, mask, 0);
+                return match h.opcode {
+                    OpCode::Ping => Ok(Some(Incoming::Ping(payload.to_vec()))),
+                    OpCode::Pong => Ok(Some(Incoming::Pong(payload.to_vec()))),
+                    _ => close_frame(&payload).map(Some),
                 };
-                if !compressed && self.msg.len() as u64 + h.len > self.max_size as u64 {
-                    return Err(WsError::TooBig);
-                }
             }
-            let total = h.header_len + h.len as usize;
-            if buf.len() < total {
-                return Ok(None);
+            match (h.opcode, self.in_message) {
+                (OpCode::Continuation, false) => {
+                    return Err(WsError::Protocol("continuation with nothing to continue"))
+                }
+                (OpCode::Text | OpCode::Binary, true) => {
+                    return Err(WsError::Protocol("new message inside a fragmented one"))
+                }
+                _ => {}
+            }
+            if h.rsv1 && (self.inflater.is_none() || h.opcode == OpCode::Continuation) {
+                return Err(WsError::Protocol("RSV1 without permessage-deflate"));
+            }
+            // The per-frame bound: no frame larger than a message.
+            if h.len > self.max_size as u64 {
+                return Err(WsError::TooBig);
+            }
+            let compressed = if h.opcode == OpCode::Continuation {
+                self.compressed
+            } else {
+                h.rsv1
+            };
+            let have = if h.opcode == OpCode::Continuation {
+                self.msg.len() as u64
+            } else {
+                0
+            };
+            if !compressed && have + h.len > self.max_size as u64 {
+                return Err(WsError::TooBig);
             }
             buf.advance(h.header_len);
-            let mut payload = buf.split_to(h.len as usize);
-            unmask(&mut payload, mask, 0);
-            match h.opcode {
-                OpCode::Ping => return Ok(Some(Incoming::Ping(payload.to_vec()))),
-                OpCode::Pong => return Ok(Some(Incoming::Pong(payload.to_vec()))),
-                OpCode::Close => return close_frame(&payload).map(Some),
-                OpCode::Text | OpCode::Binary => {
-                    self.in_message = true;
-                    self.text = h.opcode == OpCode::Text;
-                    self.compressed = h.rsv1;
-                    self.msg.clear();
-                    self.utf8_ok = 0;
-                }
-                OpCode::Continuation => {}
+            if h.opcode != OpCode::Continuation {
+                self.in_message = true;
+                self.text = h.opcode == OpCode::Text;
+                self.compressed = h.rsv1;
+                self.msg.clear();
+                self.utf8_ok = 0;
             }
+            self.current = Some(Current {
+                mask,
+                remaining: h.len,
+                offset: 0,
+                fin: h.fin,
+            });
+        }
+    }
+
+    /// Takes what `buf` holds of the current data frame's payload.
+    /// `Some(result)` to return (a complete message, or "need more
+    /// bytes"); `None` when the frame ended without ending the message.
+    #[allow(clippy::option_option)]
+    fn payload(
+        &mut self,
+        buf: &mut BytesMut,
+        mut cur: Current,
+    ) -> Result<Option<Option<Incoming>>, WsError> {
+        let take = cur.remaining.min(buf.len() as u64) as usize;
+        if take > 0 {
+            let mut chunk = buf.split_to(take);
+            unmask(&mut chunk, cur.mask, cur.offset);
+            cur.offset += take;
+            cur.remaining -= take as u64;
             if self.compressed {
-                let limit = self.max_size;
-                let inflater = self.inflater.as_mut().expect("checked with RSV1");
-                inflater
-                    .inflate(&payload, h.fin, &mut self.msg, limit)
-                    .map_err(|e| match e {
-                        InflateError::TooBig => WsError::TooBig,
-                        InflateError::Corrupt => WsError::InvalidData("invalid compressed data"),
-                    })?;
+                self.inflate(&chunk, false)?;
             } else {
-                self.msg.extend_from_slice(&payload);
+                self.msg.extend_from_slice(&chunk);
             }
             if self.text {
-                self.check_utf8(h.fin)?;
-            }
-            if h.fin {
-                self.in_message = false;
-                return Ok(Some(Incoming::Message { text: self.text }));
+                self.check_utf8(false)?;
             }
         }
+        if cur.remaining > 0 {
+            self.current = Some(cur);
+            return Ok(Some(None));
+        }
+        self.current = None;
+        if !cur.fin {
+            return Ok(None);
+        }
+        if self.compressed {
+            self.inflate(&[], true)?;
+        }
+        if self.text {
+            self.check_utf8(true)?;
+        }
+        self.in_message = false;
+        Ok(Some(Some(Incoming::Message { text: self.text })))
+    }
+
+    fn inflate(&mut self, data: &[u8], fin: bool) -> Result<(), WsError> {
+        let limit = self.max_size;
+        let inflater = self.inflater.as_mut().expect("checked with RSV1");
+        inflater
+            .inflate(data, fin, &mut self.msg, limit)
+            .map_err(|e| match e {
+                InflateError::TooBig => WsError::TooBig,
+                InflateError::Corrupt => WsError::InvalidData("invalid compressed data"),
+            })
     }
 
     /// Validates the text received so far; an incomplete character at the

@@ -19,10 +19,15 @@ use super::super::stats::Stats;
 use super::session::{Phase, WsSession, WsState};
 use crate::proto::h1::RequestHead;
 use crate::proto::ws::handshake::extension_offers;
-use crate::proto::ws::{close_code, encode_frame, Incoming, OpCode, PerMessageDeflate, Reader};
+use crate::proto::ws::{
+    close_code, encode_frame, Incoming, OpCode, PerMessageDeflate, Reader, WsError,
+};
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long messages received before a protocol error may wait for the
+/// app before the error's close frame goes out anyway.
+const ERROR_GRACE: Duration = Duration::from_millis(500);
 /// Bytes read before the handshake is answered (a client should send
 /// nothing then; what it sends is kept).
 const HANDSHAKE_READ_LIMIT: usize = 64 * 1024;
@@ -74,6 +79,7 @@ pub async fn serve(
         s: session.clone(),
         reader: Reader::new(session.cfg.max_size, session.deflate.map(|p| p.inflater())),
         broken: None,
+        pending_error: None,
         next_ping: None,
         pong_due: None,
         close_due: None,
@@ -90,6 +96,10 @@ struct Driver {
     /// The peer broke the protocol (close code sent): its later bytes are
     /// not parsed; the reason the connection ends with.
     broken: Option<CloseReason>,
+    /// The peer broke a rule while messages before it still wait for the
+    /// app: the close goes out once the app has taken them (and answered
+    /// them), or at this deadline.
+    pending_error: Option<(WsError, Instant)>,
     next_ping: Option<Instant>,
     pong_due: Option<Instant>,
     close_due: Option<Instant>,
@@ -123,6 +133,7 @@ impl Driver {
                     return end;
                 }
                 let mut st = s.lock();
+                self.close_for_error(&mut st, now);
                 // Frames the driver queued (pongs, closes) leave now unless
                 // the loop thread writes them at the end of its iteration.
                 if !st.out.deferred && !st.out.blocked && s.write_now(&mut st).is_err() {
@@ -133,28 +144,27 @@ impl Driver {
                 }
                 let room = match st.phase {
                     Phase::Handshake | Phase::Denying => rbuf.len() < HANDSHAKE_READ_LIMIT,
+                    // Data frames stream into their message: what stays in
+                    // `rbuf` is at most a control frame and a header.
                     Phase::Open | Phase::Closing => {
                         self.broken.is_some()
-                            || st.incoming.len() < s.cfg.max_queue
-                                && rbuf.len() < Reader::next_frame_len(rbuf).max(READ_CHUNK)
+                            || st.incoming.len() < s.cfg.max_queue && rbuf.len() < READ_CHUNK
                     }
                     Phase::Done => true,
                 };
                 (room, st.out.blocked)
             };
-            let deadline = [self.next_ping, self.pong_due, self.close_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.next_ping,
+                self.pong_due,
+                self.close_due,
+                self.pending_error.map(|(_, d)| d),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(d) = deadline {
                 timer.as_mut().reset(d);
-            }
-            if want_read {
-                // A large frame is read in as few calls as it takes.
-                let need = Reader::next_frame_len(rbuf).saturating_sub(rbuf.len());
-                if need > READ_CHUNK {
-                    rbuf.reserve(need.min(s.cfg.max_size + 14));
-                }
             }
             tokio::select! {
                 biased;
@@ -271,15 +281,39 @@ impl Driver {
                     self.broken = Some(reason);
                     rbuf.clear();
                     if st.phase == Phase::Open {
-                        s.send_close(&mut st, e.code(), e.reason());
-                        self.wake_receive(&mut st);
+                        // What arrived before the error reaches the app
+                        // first (close_for_error sends the close).
+                        self.pending_error = Some((e, Instant::now() + ERROR_GRACE));
+                        st.error_pending = true;
+                    } else {
+                        st.phase = Phase::Done;
+                        st.end = reason;
                     }
-                    st.phase = Phase::Done;
-                    st.end = reason;
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Sends the close of a protocol error once the messages before it
+    /// were taken by the app (which then waits in `receive()`), or at the
+    /// grace deadline.
+    fn close_for_error(&mut self, st: &mut WsState, now: Instant) {
+        let Some((e, deadline)) = self.pending_error else {
+            return;
+        };
+        let drained = st.incoming.is_empty() && (st.recv_waiting || st.app_closed);
+        if !(drained || now >= deadline || st.phase != Phase::Open) {
+            return;
+        }
+        self.pending_error = None;
+        st.error_pending = false;
+        if st.phase == Phase::Open {
+            self.s.send_close(st, e.code(), e.reason());
+            self.wake_receive(st);
+        }
+        st.phase = Phase::Done;
+        st.end = self.broken.unwrap_or(CloseReason::ProtocolError);
     }
 
     /// A ping is due, a pong is late, or the peer's close is late.
@@ -287,6 +321,9 @@ impl Driver {
         let now = Instant::now();
         let s = self.s.clone();
         let mut st = s.lock();
+        if self.pending_error.is_some() {
+            self.close_for_error(&mut st, now);
+        }
         if self.close_due.is_some_and(|d| d <= now) {
             return Some(CloseReason::WebSocketClosed);
         }

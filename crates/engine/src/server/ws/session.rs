@@ -64,6 +64,9 @@ pub struct WsState {
     pub app_closed: bool,
     /// How the connection ends once `out` is written (phase `Done`).
     pub end: CloseReason,
+    /// The driver holds a protocol error's close until the app has taken
+    /// the messages before it: `receive()` waiting tells it so.
+    pub error_pending: bool,
     /// The denial response.
     enc: Option<ResponseEncoder>,
     deflater: Option<Deflater>,
@@ -108,6 +111,7 @@ impl WsSession {
                 closed: false,
                 app_closed: false,
                 end: CloseReason::WebSocketClosed,
+                error_pending: false,
                 enc: None,
                 deflater: None,
                 zbuf: Vec::new(),
@@ -345,18 +349,29 @@ impl WsExchange for WsSession {
 
     fn check_send(&self) -> Result<(), SendError> {
         let st = self.lock();
-        if st.app_closed || matches!(st.phase, Phase::Done) && !st.closed {
+        if st.app_closed {
             return Err(SendError::Unexpected(
                 "after sending 'websocket.close' or response already completed",
             ));
         }
-        if st.closed {
+        // The peer closed, the connection dropped, or the server is
+        // closing it (an error, shutdown).
+        if st.closed || matches!(st.phase, Phase::Closing | Phase::Done) {
             return Err(SendError::Disconnected);
         }
         Ok(())
     }
 
     fn send(&self, part: WsSend<'_, '_>) -> Result<Sent, SendError> {
+        if let WsSend::Close { .. } = part {
+            // Closing what the peer or the server already closes is
+            // nothing to fail on (apps close in `finally` blocks).
+            let mut st = self.lock();
+            if !st.app_closed && (st.closed || matches!(st.phase, Phase::Closing | Phase::Done)) {
+                st.app_closed = true;
+                return Ok(Sent::Done);
+            }
+        }
         self.check_send()?;
         let shared = self.shared();
         let mut guard = self.lock();
@@ -459,6 +474,9 @@ impl WsExchange for WsSession {
         let got = self.receive_now(&mut st, sink);
         if got == WsReceived::Wait {
             st.recv_waiting = true;
+            if st.error_pending {
+                self.schedule();
+            }
         }
         got
     }
