@@ -27,6 +27,24 @@ use super::task::{self, RequestTask, TaskOwner};
 pub struct WsResponder {
     exchange: Arc<dyn WsExchange>,
     bridge: Arc<Bridge>,
+    /// `client - "WebSocket /path?query"`, for the lines uvicorn logs on
+    /// its error logger when the handshake is answered.
+    line: String,
+}
+
+/// Logs `line` and how the handshake was answered at INFO on
+/// `ferrule.error`, as uvicorn does on `uvicorn.error`.
+fn log_handshake(py: Python<'_>, line: &str, outcome: &str) -> PyResult<()> {
+    let logger = py
+        .import(intern!(py, "logging"))?
+        .call_method1(intern!(py, "getLogger"), ("ferrule.error",))?;
+    if logger
+        .call_method1(intern!(py, "isEnabledFor"), (20,))?
+        .is_truthy()?
+    {
+        logger.call_method1(intern!(py, "info"), (format!("{line} {outcome}"),))?;
+    }
+    Ok(())
 }
 
 #[pyclass(frozen, name = "WebSocketReceive", module = "ferrule._ferrule")]
@@ -176,10 +194,14 @@ impl WsSender {
                 let pairs = header_pairs(get(intern!(py, "headers"))?)?;
                 let raw = header_bytes(&pairs)?;
                 let mut headers = raw.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
-                r.exchange.send(WsSend::Accept {
+                let sent = r.exchange.send(WsSend::Accept {
                     subprotocol: sub.as_deref().map(str::as_bytes),
                     headers: &mut headers,
-                })
+                });
+                if sent.is_ok() {
+                    log_handshake(py, &r.line, "[accepted]")?;
+                }
+                sent
             }
             "websocket.send" => {
                 let text = get(intern!(py, "text"))?;
@@ -216,10 +238,15 @@ impl WsSender {
                     Some(s) => Cow::Owned(s.extract::<String>()?),
                     None => Cow::Borrowed(""),
                 };
-                r.exchange.send(WsSend::Close {
+                let before_accept = r.exchange.accepting();
+                let sent = r.exchange.send(WsSend::Close {
                     code,
                     reason: &reason,
-                })
+                });
+                if sent.is_ok() && before_accept {
+                    log_handshake(py, &r.line, "403")?;
+                }
+                sent
             }
             "websocket.http.response.start" => {
                 let status: u16 = match get(intern!(py, "status"))? {
@@ -229,10 +256,14 @@ impl WsSender {
                 let pairs = header_pairs(get(intern!(py, "headers"))?)?;
                 let raw = header_bytes(&pairs)?;
                 let mut headers = raw.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
-                r.exchange.send(WsSend::ResponseStart {
+                let sent = r.exchange.send(WsSend::ResponseStart {
                     status,
                     headers: &mut headers,
-                })
+                });
+                if sent.is_ok() {
+                    log_handshake(py, &r.line, &status.to_string())?;
+                }
+                sent
             }
             "websocket.http.response.body" => {
                 let body_obj = get(intern!(py, "body"))?;
@@ -297,9 +328,15 @@ pub fn start_ws_app(
         }
     };
     drop(stale);
+    let client = match exchange.peer() {
+        Some(p) => format!("{}:{}", p.ip(), p.port()),
+        None => "unix".to_string(),
+    };
+    let target = String::from_utf8_lossy(head.bytes(head.target));
     let responder = Arc::new(WsResponder {
         exchange: exchange.clone(),
         bridge: bridge.clone(),
+        line: format!("{client} - \"WebSocket {target}\""),
     });
     let run = || -> PyResult<()> {
         let (client, server) = addrs?;

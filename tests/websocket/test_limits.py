@@ -17,6 +17,7 @@ import zlib
 from typing import Any
 
 import pytest
+from _rawhttp import connect as raw_connect
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -69,8 +70,8 @@ def frame(
     return head + key + masked
 
 
-def open_raw(port: int, extensions: bytes = b"") -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def open_raw(srv: Any, extensions: bytes = b"") -> tuple[socket.socket, bytes]:
+    sock = raw_connect(srv)
     key = base64.b64encode(os.urandom(16))
     sock.sendall(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -151,7 +152,7 @@ def close_code_of(sock: socket.socket) -> int:
 )
 def test_broken_rules_close_with_their_code(serve: Any, bad: bytes, code: int) -> None:
     srv = serve(echo_app, ws_per_message_deflate=False)
-    sock, _ = open_raw(srv.port)
+    sock, _ = open_raw(srv)
     sock.sendall(bad)
     assert close_code_of(sock) == code
     sock.close()
@@ -167,7 +168,7 @@ def test_a_message_over_ws_max_size_is_1009(serve: Any) -> None:
             ws.recv(timeout=5)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
     # Fragments adding up past the limit too.
-    sock, _ = open_raw(srv.port)
+    sock, _ = open_raw(srv)
     sock.sendall(frame(0x2, b"x" * 600, fin=False) + frame(0x0, b"x" * 600))
     assert close_code_of(sock) == 1009
     sock.close()
@@ -183,7 +184,7 @@ def peak_rss_kib() -> int:
 
 def test_a_deflate_bomb_is_1009_within_the_limits_memory(serve: Any) -> None:
     srv = serve(echo_app, ws_max_size=1 << 20)
-    sock, head = open_raw(srv.port, b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    sock, head = open_raw(srv, b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
     assert b"permessage-deflate" in head.lower()
     # 256 MiB of zeros compress to about 250 KiB: one small frame.
     z = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -214,7 +215,7 @@ def test_compressed_messages_echo_with_permessage_deflate(serve: Any) -> None:
 
 def test_a_silent_peer_is_pinged_then_closed_with_1011(serve: Any) -> None:
     srv = serve(echo_app, ws_ping_interval=0.2, ws_ping_timeout=0.3)
-    sock, _ = open_raw(srv.port)
+    sock, _ = open_raw(srv)
     op, _payload = read_frame(sock)
     assert op == 0x9, "a ping first"
     t0 = time.monotonic()
@@ -248,7 +249,7 @@ def test_a_client_leaving_mid_stream_ends_the_app_with_disconnect(serve: Any) ->
         done.set()
 
     srv = serve(app)
-    sock, _ = open_raw(srv.port)
+    sock, _ = open_raw(srv)
     sock.sendall(frame(0x1, b"hi"))
     time.sleep(0.1)
     sock.close()
@@ -274,7 +275,7 @@ def test_a_client_that_does_not_read_suspends_the_apps_send(serve: Any) -> None:
             pass
 
     srv = serve(app, ws_per_message_deflate=False)
-    sock, _ = open_raw(srv.port)
+    sock, _ = open_raw(srv)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     time.sleep(0.5)
     first = progress["sent"]
@@ -301,7 +302,7 @@ def test_an_app_that_does_not_receive_stops_the_reading(serve: Any) -> None:
         await asyncio.sleep(30)
 
     srv = serve(app, ws_max_queue=4, timeout_graceful_shutdown=1)
-    sock, _ = open_raw(srv.port)
+    sock, _ = open_raw(srv)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     sock.setblocking(False)
     msg = frame(0x2, b"y" * 16384)

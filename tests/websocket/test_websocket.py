@@ -7,6 +7,7 @@ it will not send.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import struct
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from _rawhttp import capture_log, wait_for
+from _rawhttp import connect as raw_connect
 from websockets.sync.client import connect
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(60)]
@@ -180,8 +183,8 @@ def test_a_denial_response_is_plain_http_without_upgrade_headers(serve: Any) -> 
     assert "sec-websocket-accept" not in resp.headers
 
 
-def handshake(port: int, extra: bytes = b"", key: bytes | None = None) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def handshake(srv: Any, extra: bytes = b"", key: bytes | None = None) -> socket.socket:
+    sock = raw_connect(srv)
     key = key if key is not None else base64.b64encode(os.urandom(16))
     sock.sendall(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -202,16 +205,16 @@ def read_head(sock: socket.socket) -> bytes:
 
 def test_a_bad_key_is_400_and_another_version_426(serve: Any) -> None:
     srv = serve(echo_app)
-    sock = handshake(srv.port, b"Sec-WebSocket-Version: 13\r\n", key=b"short")
+    sock = handshake(srv, b"Sec-WebSocket-Version: 13\r\n", key=b"short")
     assert read_head(sock).startswith(b"HTTP/1.1 400 ")
     sock.close()
-    sock = handshake(srv.port, b"Sec-WebSocket-Version: 8\r\n")
+    sock = handshake(srv, b"Sec-WebSocket-Version: 8\r\n")
     head = read_head(sock)
     assert head.startswith(b"HTTP/1.1 426 ")
     assert b"\r\nSec-WebSocket-Version: 13\r\n" in head
     sock.close()
     # A control byte in a header value is refused as on any request.
-    sock = handshake(srv.port, b"Sec-WebSocket-Version: 13\r\nX-Bad: a\x01b\r\n")
+    sock = handshake(srv, b"Sec-WebSocket-Version: 13\r\nX-Bad: a\x01b\r\n")
     assert read_head(sock).startswith(b"HTTP/1.1 400 ")
     sock.close()
 
@@ -253,15 +256,15 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes]:
     return first & 0x0F, exact(n)
 
 
-def open_raw(port: int) -> socket.socket:
-    sock = handshake(port, b"Sec-WebSocket-Version: 13\r\n")
+def open_raw(srv: Any) -> socket.socket:
+    sock = handshake(srv, b"Sec-WebSocket-Version: 13\r\n")
     assert read_head(sock).startswith(b"HTTP/1.1 101 ")
     return sock
 
 
 def test_fragments_and_a_ping_between_them(serve: Any) -> None:
     srv = serve(echo_app)
-    sock = open_raw(srv.port)
+    sock = open_raw(srv)
     sock.sendall(
         client_frame(0x1, b"Hel", fin=False)
         + client_frame(0x9, b"ping!")
@@ -383,3 +386,28 @@ def test_messages_out_of_order_raise(serve: Any) -> None:
             ws.recv(timeout=5)
     assert len(errors) == 4, errors
     assert all(e.startswith("Unexpected ASGI message 'websocket.") for e in errors)
+
+
+def test_handshake_outcomes_are_logged_as_uvicorn_does(serve: Any) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        if scope["path"] == "/no":
+            await send({"type": "websocket.close"})
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close"})
+
+    with capture_log("ferrule.error", logging.INFO) as records:
+        srv = serve(app)
+        with connect(ws_url(srv, "/yes?a=1"), open_timeout=5) as ws:
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=5)
+        with pytest.raises(InvalidStatus):
+            connect(ws_url(srv, "/no"), open_timeout=5)
+        wait_for(lambda: sum("WebSocket" in r.getMessage() for r in records) >= 2)
+    lines = [r.getMessage() for r in records if "WebSocket" in r.getMessage()]
+    assert lines[0].endswith(' - "WebSocket /yes?a=1" [accepted]'), lines
+    assert lines[1].endswith(' - "WebSocket /no" 403'), lines
+    assert lines[0].startswith("127.0.0.1:")

@@ -239,6 +239,8 @@ pub trait WsExchange: Send + Sync {
     fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h>;
     /// Whether `send()` would be refused now (before decoding a message).
     fn check_send(&self) -> Result<(), SendError>;
+    /// The handshake is not answered yet (no accept, no denial).
+    fn accepting(&self) -> bool;
     fn send(&self, part: WsSend<'_, '_>) -> Result<Sent, SendError>;
     /// A message's bytes go to `sink` (with true for text).
     fn receive(&self, sink: &mut dyn FnMut(&[u8], bool)) -> WsReceived;

@@ -362,6 +362,10 @@ impl WsExchange for WsSession {
         Ok(())
     }
 
+    fn accepting(&self) -> bool {
+        self.lock().phase == Phase::Handshake
+    }
+
     fn send(&self, part: WsSend<'_, '_>) -> Result<Sent, SendError> {
         if let WsSend::Close { .. } = part {
             // Closing what the peer or the server already closes is
