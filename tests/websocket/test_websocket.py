@@ -411,3 +411,24 @@ def test_handshake_outcomes_are_logged_as_uvicorn_does(serve: Any) -> None:
     assert lines[0].endswith(' - "WebSocket /yes?a=1" [accepted]'), lines
     assert lines[1].endswith(' - "WebSocket /no" 403'), lines
     assert lines[0].startswith("127.0.0.1:")
+
+
+def test_a_trusted_proxys_https_makes_the_scheme_wss(serve: Any) -> None:
+    schemes: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        schemes.append(scope["scheme"])
+        await receive()
+        await send({"type": "websocket.close"})
+
+    srv = serve(app, proxy_headers=True, forwarded_allow_ips="*")
+    for proto in ["https", "http"]:
+        with pytest.raises(InvalidStatus):
+            connect(
+                ws_url(srv),
+                open_timeout=5,
+                additional_headers={"X-Forwarded-Proto": proto},
+            )
+    assert schemes == ["wss", "ws"]
