@@ -1,5 +1,5 @@
-"""Options uvicorn has and ferrule does not act on yet: --http2 is
-accepted with one notice line (the --ws* flags are served, without one); asking for TLS fails at start-up (never plain
+"""Options uvicorn has and ferrule does not act on yet: --http2 is accepted
+with one notice line (the --ws* flags are served, without one); asking for TLS fails at start-up (never plain
 HTTP instead), exit status 1; --h11-max-incomplete-event-size sets the head
 limit."""
 
@@ -28,14 +28,8 @@ def test_http2_notice_and_none_for_ws_flags() -> None:
 @pytest.mark.engine
 def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
     server = run_cli(
-        APP,
-        "--ws",
-        "websockets",
-        "--ws-ping-interval",
-        "5",
-        "--ws-per-message-deflate",
-        "false",
-        "--http2",
+        APP, "--ws", "websockets", "--ws-ping-interval", "5",
+        "--ws-per-message-deflate", "false", "--http2",
     )
     assert httpx.get(server.url + "/").status_code == 200
     notices = [line for line in server.stderr_lines if "not served yet" in line]
@@ -52,18 +46,12 @@ def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
 )
 @pytest.mark.parametrize("extra", [[], ["--workers", "2"], ["--reload"]])
 def test_tls_asked_for_is_one_line_exit_1(
-    ferrule_cmd: list[str],
-    cli_env: dict[str, str],
-    flags: list[str],
-    named: str,
+    ferrule_cmd: list[str], cli_env: dict[str, str], flags: list[str], named: str,
     extra: list[str],
 ) -> None:
     r = subprocess.run(
         [*ferrule_cmd, *flags, *extra, "--port", "0", APP],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        env=cli_env, capture_output=True, text=True, timeout=30,
     )
     assert r.returncode == 1
     assert r.stderr == (
@@ -85,16 +73,10 @@ def test_other_ssl_flags_alone_are_no_ops(run_cli: Any) -> None:
 
 
 def test_h11_max_incomplete_event_size_sets_the_head_limit() -> None:
-    assert (
-        Config("m:a", h11_max_incomplete_event_size=4096).limit_request_head_size
-        == 4096
-    )
-    assert (
-        Config(
-            "m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=4096
-        ).engine_options()["limit_request_head_size"]
-        == 4096
-    )
+    assert Config("m:a", h11_max_incomplete_event_size=4096).limit_request_head_size == 4096
+    assert Config(
+        "m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=4096
+    ).engine_options()["limit_request_head_size"] == 4096
     with pytest.raises(ConfigError, match="give one of the two"):
         Config("m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=8192)
 
