@@ -23,6 +23,8 @@ use crate::proto::ws::{
     close_code, encode_frame, Incoming, OpCode, PerMessageDeflate, Reader, WsError,
 };
 
+/// The read buffer an accepted WebSocket starts with.
+const IDLE_READ_BUFFER: usize = 2048;
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long messages received before a protocol error may wait for the
@@ -85,6 +87,11 @@ pub async fn serve(
         close_due: None,
         ping_count: 0,
     };
+    if rbuf.is_empty() {
+        // An idle WebSocket keeps a small read buffer; reads that fill it
+        // grow it (`Conn::read_some`), for large messages.
+        rbuf = BytesMut::with_capacity(IDLE_READ_BUFFER);
+    }
     let reason = d.run(&mut rbuf).await;
     session.mark_closed(close_code::ABNORMAL);
     reason
@@ -125,8 +132,14 @@ impl Driver {
                 if st.phase == Phase::Open && self.next_ping.is_none() {
                     self.next_ping = s.cfg.ping_interval.map(|i| now + i);
                 }
-                if st.phase == Phase::Closing && self.close_due.is_none() {
-                    self.close_due = Some(now + CLOSE_TIMEOUT);
+                // Waiting for the peer's close, or for a client that does
+                // not read to take our last bytes: both are bounded.
+                if self.close_due.is_none() {
+                    self.close_due = match st.phase {
+                        Phase::Closing => Some(now + CLOSE_TIMEOUT),
+                        Phase::Done => Some(now + shared.cfg.send_timeout),
+                        _ => None,
+                    };
                 }
                 drop(st);
                 if let Err(end) = self.parse(rbuf) {
@@ -325,7 +338,12 @@ impl Driver {
             self.close_for_error(&mut st, now);
         }
         if self.close_due.is_some_and(|d| d <= now) {
-            return Some(CloseReason::WebSocketClosed);
+            return Some(if st.out.is_empty() {
+                CloseReason::WebSocketClosed
+            } else {
+                // Our close frame never left: the client stopped reading.
+                CloseReason::SendTimeout
+            });
         }
         if self.pong_due.is_some_and(|d| d <= now) {
             if st.phase == Phase::Open {
