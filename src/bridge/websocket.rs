@@ -178,13 +178,20 @@ impl WsSender {
         let r = &self.r;
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
+        // Messages are almost always dicts: look keys up without raising
+        // (an absent optional key would otherwise cost a KeyError). A None
+        // value counts as absent, as ASGI says.
+        let as_dict = message.cast::<PyDict>().ok();
         let get = |key: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> {
-            match message.get_item(key) {
-                Ok(v) if v.is_none() => Ok(None),
-                Ok(v) => Ok(Some(v)),
-                Err(e) if e.is_instance_of::<PyKeyError>(py) => Ok(None),
-                Err(e) => Err(e),
-            }
+            let found = match as_dict {
+                Some(d) => d.get_item(key)?,
+                None => match message.get_item(key) {
+                    Ok(v) => Some(v),
+                    Err(e) if e.is_instance_of::<PyKeyError>(py) => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            Ok(found.filter(|v| !v.is_none()))
         };
         let result = match &*ty {
             "websocket.accept" => {
