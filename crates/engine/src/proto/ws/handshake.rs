@@ -97,17 +97,18 @@ pub fn extension_offers(head: &RequestHead) -> Vec<&[u8]> {
     values(head, b"sec-websocket-extensions").collect()
 }
 
-/// Headers of the app's `websocket.accept` that ferrule writes itself.
-pub fn is_reserved_header(name: &[u8]) -> bool {
+/// Headers of the app's `websocket.accept` that ferrule writes itself
+/// (`Sec-WebSocket-Protocol` only when the app named a `subprotocol`).
+pub fn is_reserved_header(name: &[u8], subprotocol_given: bool) -> bool {
     [
         &b"upgrade"[..],
         b"connection",
         b"sec-websocket-accept",
         b"sec-websocket-extensions",
-        b"sec-websocket-protocol",
     ]
     .iter()
     .any(|r| name.eq_ignore_ascii_case(r))
+        || (subprotocol_given && name.eq_ignore_ascii_case(b"sec-websocket-protocol"))
 }
 
 #[cfg(test)]
@@ -161,5 +162,16 @@ mod tests {
     fn subprotocols_are_listed_in_order() {
         let h = head("Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Protocol: x\r\n");
         assert_eq!(subprotocols(&h), vec!["chat", "superchat", "x"]);
+    }
+
+    #[test]
+    fn the_apps_accept_headers_cannot_replace_the_handshakes() {
+        assert!(is_reserved_header(b"Upgrade", false));
+        assert!(is_reserved_header(b"sec-websocket-accept", false));
+        assert!(!is_reserved_header(b"x-extra", true));
+        // The app may name its subprotocol by header when it gives no
+        // `subprotocol` key.
+        assert!(!is_reserved_header(b"Sec-WebSocket-Protocol", false));
+        assert!(is_reserved_header(b"Sec-WebSocket-Protocol", true));
     }
 }

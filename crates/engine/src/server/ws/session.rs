@@ -280,8 +280,9 @@ impl WsSession {
     ) -> Result<Sent, SendError> {
         let shared = self.shared();
         let ext = self.deflate.map(|d| d.response());
-        let mut all: Vec<(&[u8], &[u8])> =
-            headers.filter(|(n, _)| !is_reserved_header(n)).collect();
+        let mut all: Vec<(&[u8], &[u8])> = headers
+            .filter(|(n, _)| !is_reserved_header(n, subprotocol.is_some()))
+            .collect();
         all.push((b"Upgrade", b"websocket"));
         all.push((b"Connection", b"Upgrade"));
         all.push((b"Sec-WebSocket-Accept", self.accept.as_bytes()));
