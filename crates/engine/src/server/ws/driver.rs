@@ -163,7 +163,11 @@ impl Driver {
                         self.broken.is_some()
                             || st.incoming.len() < s.cfg.max_queue && rbuf.len() < READ_CHUNK
                     }
-                    Phase::Done => true,
+                    // Bytes after the end are not read, only EOF is watched.
+                    Phase::Done => {
+                        rbuf.clear();
+                        true
+                    }
                 };
                 (room, st.out.blocked)
             };
@@ -265,7 +269,11 @@ impl Driver {
                     let data = self.reader.take_message();
                     if st.phase == Phase::Open {
                         st.incoming.push_back((data, text));
-                        self.wake_receive(&mut st);
+                        // A waiting receive() waits on an empty queue: one
+                        // wake-up for a burst of messages.
+                        if st.incoming.len() == 1 {
+                            self.wake_receive(&mut st);
+                        }
                     }
                 }
                 Ok(Some(Incoming::Ping(payload))) => {
