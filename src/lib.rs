@@ -16,6 +16,8 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::http::Receive>()?;
     m.add_class::<bridge::http::Sender>()?;
     m.add_class::<bridge::task::RequestTask>()?;
+    m.add_class::<bridge::websocket::WsReceive>()?;
+    m.add_class::<bridge::websocket::WsSender>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<bridge::errors::ClientDisconnected>(),

@@ -2,3 +2,4 @@
 //! engine crate has no pyo3, so fuzzing needs no libpython.
 
 pub use ferrule_engine::proto::h1 as http1;
+pub use ferrule_engine::proto::ws;

@@ -412,19 +412,6 @@ class Config:
         lines = []
         if self.http2:
             lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
-        ws_given = [
-            option.flag
-            for option in options.OPTIONS
-            if option.name.startswith("ws")
-            and getattr(self, option.name) != option.default
-            and not (option.name == "ws" and self.ws == "none")
-        ]
-        if ws_given:
-            lines.append(
-                "WebSockets are not served yet; "
-                + ", ".join(ws_given)
-                + " ignored (an upgrade request reaches the app as plain HTTP)"
-            )
         return lines
 
     # --------------------------------------------------------------- misc

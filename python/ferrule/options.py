@@ -858,9 +858,9 @@ OPTIONS: tuple[Option, ...] = (
         _boolean(),
         style="switch",
     ),
-    # WebSockets, HTTP/2 and TLS are not served yet: the options exist with
-    # uvicorn's names, values and defaults so uvicorn command lines run
-    # (and the work that adds them has them), with a notice when set.
+    # HTTP/2 and TLS are not served yet: the options exist with uvicorn's
+    # names, values and defaults so uvicorn command lines run (and the work
+    # that adds them has them), with a notice when set.
     Option(
         "http2",
         False,
@@ -871,52 +871,62 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ws",
         "auto",
-        "WebSocket implementation; WebSockets are not served yet (an upgrade "
-        "request reaches the app as plain HTTP, as 'none'), so other values "
-        "print a notice.",
+        "WebSocket implementation: 'none' refuses upgrades (the request "
+        "reaches the app as plain HTTP); every other value (uvicorn's names) "
+        "means ferrule's own.",
         _one_of(WS_PROTOCOLS),
         choices=WS_PROTOCOLS,
+        engine=True,
     ),
     Option(
         "ws_max_size",
         16777216,
-        "Largest WebSocket message in bytes (not served yet).",
+        "Largest WebSocket message (and frame) in bytes, inflated size; "
+        "beyond, the connection closes with 1009.",
         _integer(minimum=1),
         _parse_int,
         metavar="BYTES",
+        engine=True,
     ),
     Option(
         "ws_max_queue",
         32,
-        "Most WebSocket messages queued for the app (not served yet).",
+        "WebSocket messages waiting for the app's receive() beyond which "
+        "ferrule stops reading the socket.",
         _integer(minimum=1),
         _parse_int,
         metavar="N",
+        engine=True,
     ),
     Option(
         "ws_ping_interval",
         20.0,
-        "Seconds between WebSocket pings (not served yet).",
+        "Seconds between WebSocket pings to the client (Config: None, never).",
         _seconds(optional=True),
         _parse_seconds,
         metavar=_SECONDS,
+        engine=True,
     ),
     Option(
         "ws_ping_timeout",
         20.0,
-        "Seconds to wait for a WebSocket pong (not served yet).",
+        "Seconds a WebSocket ping may go unanswered before the connection "
+        "closes with 1011 (Config: None, wait forever).",
         _seconds(optional=True),
         _parse_seconds,
         metavar=_SECONDS,
+        engine=True,
     ),
     Option(
         "ws_per_message_deflate",
         True,
-        "WebSocket per-message-deflate compression, true or false (not served yet).",
+        "WebSocket permessage-deflate compression when the client offers it, "
+        "true or false.",
         _boolean(),
         _parse_boolean,
         metavar="BOOLEAN",
         shown_default="true",
+        engine=True,
     ),
     Option(
         "ssl_keyfile",

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use super::context::Bridge;
 use super::errors::{is_fatal, log_error};
-use super::http;
+use super::{http, websocket};
 
 /// Starts apps and completes waiting calls for what the drivers reported.
 /// An error here concerns one connection and is logged, because an
@@ -20,6 +20,10 @@ pub fn dispatch(py: Python<'_>, bridge: &Arc<Bridge>, batch: &mut Vec<Event>) ->
         let r = match ev {
             Event::Request(exchange, head) => http::start_app(py, bridge, &exchange, &head),
             Event::Wake(exchange) => http::on_wake(py, bridge, &*exchange),
+            Event::WebSocket(exchange, head) => {
+                websocket::start_ws_app(py, bridge, &exchange, &head)
+            }
+            Event::WsWake(exchange) => websocket::on_wake(py, bridge, &*exchange),
             Event::Closed(id) => {
                 http::on_closed(bridge, id);
                 Ok(())

@@ -90,7 +90,7 @@ fn received_msg<'py>(
 }
 
 /// A future already resolved to `value`.
-fn ready<'py>(
+pub(super) fn ready<'py>(
     py: Python<'py>,
     bridge: &Bridge,
     value: Bound<'py, PyAny>,
@@ -101,7 +101,11 @@ fn ready<'py>(
 }
 
 /// Resolves a waiter unless the app cancelled it meanwhile.
-fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Result<Bound<'_, PyAny>, PyErr>) -> PyResult<()> {
+pub(super) fn resolve(
+    py: Python<'_>,
+    fut: Py<PyAny>,
+    value: Result<Bound<'_, PyAny>, PyErr>,
+) -> PyResult<()> {
     let fut = fut.bind(py);
     if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
         return Ok(());
@@ -113,7 +117,7 @@ fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Result<Bound<'_, PyAny>, PyErr
     Ok(())
 }
 
-fn bytes_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+pub(super) fn bytes_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Cow::Borrowed(b.as_bytes()));
     }
@@ -123,7 +127,7 @@ fn bytes_of<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     Ok(Cow::Owned(obj.extract::<Vec<u8>>()?))
 }
 
-fn header_pairs<'py>(
+pub(super) fn header_pairs<'py>(
     headers: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
     let Some(h) = headers else {
@@ -150,9 +154,9 @@ fn header_pairs<'py>(
 }
 
 /// The bytes of each header pair (borrowed from `bytes` objects).
-type HeaderBytes<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
+pub(super) type HeaderBytes<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
 
-fn header_bytes<'a>(
+pub(super) fn header_bytes<'a>(
     pairs: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
 ) -> PyResult<HeaderBytes<'a>> {
     pairs
@@ -162,22 +166,22 @@ fn header_bytes<'a>(
 }
 
 /// An optional boolean message key (`more_body`, `trailers`, ...).
-fn truthy(value: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+pub(super) fn truthy(value: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
     match value {
         Some(v) => v.is_truthy(),
         None => Ok(false),
     }
 }
 
-fn disconnected() -> PyErr {
+pub(super) fn disconnected() -> PyErr {
     ClientDisconnected::new_err("client disconnected")
 }
 
-fn unexpected(ty: &str, why: &str) -> PyErr {
+pub(super) fn unexpected(ty: &str, why: &str) -> PyErr {
     PyRuntimeError::new_err(format!("Unexpected ASGI message '{ty}' sent, {why}."))
 }
 
-fn send_error(ty: &str, e: SendError) -> PyErr {
+pub(super) fn send_error(ty: &str, e: SendError) -> PyErr {
     match e {
         SendError::Disconnected => disconnected(),
         SendError::Unexpected(why) => unexpected(ty, why),

@@ -10,6 +10,8 @@
 //! - [`http`]: `receive()` and `send()` over an engine
 //!   [`ferrule_engine::server::exchange::HttpExchange`], and the start of
 //!   an app;
+//! - [`websocket`]: the same for ASGI `websocket`, over an engine
+//!   [`ferrule_engine::server::exchange::WsExchange`];
 //! - [`dispatch`]: the engine's events, handled in batches.
 
 pub mod context;
@@ -18,3 +20,4 @@ pub mod errors;
 pub mod http;
 pub mod scope;
 pub mod task;
+pub mod websocket;

@@ -220,3 +220,55 @@ impl ScopeTemplate {
         })
     }
 }
+
+/// The `websocket` scope of an upgrade request (ASGI 2.4): built afresh
+/// (WebSockets are long-lived; the template's speed is not needed), with
+/// the same path, headers and address rules as the `http` scope.
+pub fn build_ws_scope<'py>(
+    py: Python<'py>,
+    t: &ScopeTemplate,
+    head: &RequestHead,
+    forwarded: Forwarded<'_>,
+    client: &Py<PyAny>,
+    server: &Py<PyAny>,
+    subprotocols: &[&str],
+) -> PyResult<Bound<'py, PyDict>> {
+    let http = build_scope(py, t, head, forwarded, client, server)?;
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    for key in [
+        "asgi",
+        "http_version",
+        "scheme",
+        "path",
+        "raw_path",
+        "query_string",
+        "root_path",
+        "headers",
+        "client",
+        "server",
+    ] {
+        if let Some(v) = http.get_item(key)? {
+            d.set_item(key, v)?;
+        }
+    }
+    // http/https become ws/wss (a trusted proxy's X-Forwarded-Proto too).
+    let scheme = match http.get_item("scheme")? {
+        Some(s)
+            if s.extract::<&str>()
+                .is_ok_and(|s| s == "https" || s == "wss") =>
+        {
+            "wss"
+        }
+        _ => "ws",
+    };
+    d.set_item(intern!(py, "scheme"), scheme)?;
+    d.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
+    if let Some(state) = http.get_item("state")? {
+        d.set_item(intern!(py, "state"), state)?;
+    }
+    let ext = PyDict::new(py);
+    ext.set_item("websocket.http.response", PyDict::new(py))?;
+    d.set_item(intern!(py, "extensions"), ext)?;
+    Ok(d)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferrule_engine::net::proxy::TrustedProxies;
 use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
-use ferrule_engine::server::config::ServerConfig;
+use ferrule_engine::server::config::{ServerConfig, WsConfig};
 use ferrule_engine::server::exchange::Event;
 use ferrule_engine::{Bind, Wait};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -23,7 +23,7 @@ use crate::bridge::task::{RequestTask, TaskEnv};
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 20] = [
+const OPTIONS: [&str; 26] = [
     "host",
     "port",
     "fd",
@@ -44,6 +44,12 @@ const OPTIONS: [&str; 20] = [
     "limit_concurrency",
     "forwarded_allow_ips",
     "proxy_protocol",
+    "ws",
+    "ws_max_size",
+    "ws_max_queue",
+    "ws_ping_interval",
+    "ws_ping_timeout",
+    "ws_per_message_deflate",
 ];
 
 #[pyclass(frozen, module = "ferrule._ferrule")]
@@ -67,6 +73,14 @@ fn secs(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
     Duration::try_from_secs_f64(v).map_err(|_| {
         PyValueError::new_err(format!("{key} must be a non-negative number of seconds"))
     })
+}
+
+/// Optional seconds: None stays None.
+fn opt_secs(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>> {
+    if item(d, key)?.is_none() {
+        return Ok(None);
+    }
+    secs(d, key).map(Some)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +154,18 @@ impl Engine {
             limit_concurrency: item(d, "limit_concurrency")?.extract()?,
             proxies: TrustedProxies::parse(&allow),
             proxy_protocol: proxy_protocol.map(|p| TrustedProxies::parse(&p)),
+            // Every --ws value but "none" is ferrule's own implementation.
+            ws: if item(d, "ws")?.extract::<String>()? == "none" {
+                None
+            } else {
+                Some(WsConfig {
+                    max_size: item(d, "ws_max_size")?.extract()?,
+                    max_queue: item(d, "ws_max_queue")?.extract()?,
+                    ping_interval: opt_secs(d, "ws_ping_interval")?,
+                    ping_timeout: opt_secs(d, "ws_ping_timeout")?,
+                    per_message_deflate: item(d, "ws_per_message_deflate")?.extract()?,
+                })
+            },
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;

@@ -1,5 +1,5 @@
-"""Options uvicorn has and ferrule does not act on yet: --ws*, --http2 are
-accepted with one notice line; asking for TLS fails at start-up (never plain
+"""Options uvicorn has and ferrule does not act on yet: --http2 is accepted
+with one notice line (the --ws* flags are served, without one); asking for TLS fails at start-up (never plain
 HTTP instead), exit status 1; --h11-max-incomplete-event-size sets the head
 limit."""
 
@@ -18,27 +18,23 @@ pytestmark = pytest.mark.timeout(60)
 APP = "examples.hello:app"
 
 
-def test_ws_and_http2_notices() -> None:
+def test_http2_notice_and_none_for_ws_flags() -> None:
     assert Config("m:a").notices() == []
     assert Config("m:a", ws="none").notices() == []
     lines = Config("m:a", ws="wsproto", ws_max_size=1024, http2=True).notices()
-    assert len(lines) == 2
-    assert lines[0].startswith("HTTP/2 is not served yet")
-    assert lines[1].startswith("WebSockets are not served yet;")
-    assert "--ws, --ws-max-size ignored" in lines[1]
+    assert lines == ["HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)"]
 
 
 @pytest.mark.engine
-def test_cli_ws_flags_serve_with_one_notice(run_cli: Any) -> None:
+def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
     server = run_cli(
         APP, "--ws", "websockets", "--ws-ping-interval", "5",
         "--ws-per-message-deflate", "false", "--http2",
     )
     assert httpx.get(server.url + "/").status_code == 200
     notices = [line for line in server.stderr_lines if "not served yet" in line]
-    assert len(notices) == 2, server.output
-    assert notices[1].startswith("WARNING:  WebSockets are not served yet;")
-    assert "--ws, --ws-ping-interval, --ws-per-message-deflate ignored" in notices[1]
+    assert len(notices) == 1, server.output
+    assert "WebSockets" not in server.output
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ LAYERS = [
     ("ext", "py"),
 ]
 # Inside the bridge and the server, the files are layered too.
-BRIDGE_ORDER = ["errors", "task", "scope", "context", "http", "dispatch"]
+BRIDGE_ORDER = ["errors", "task", "scope", "context", "http", "websocket", "dispatch"]
 SERVER_ORDER = [
     "close",
     "stats",
@@ -37,6 +37,7 @@ SERVER_ORDER = [
     "exchange",
     "shared",
     "h1",
+    "ws",
     "accept",
 ]
 

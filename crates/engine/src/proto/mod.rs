@@ -2,3 +2,4 @@
 //! or Python, so each is unit-tested and fuzzed byte by byte.
 
 pub mod h1;
+pub mod ws;

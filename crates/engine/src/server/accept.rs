@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::h1;
 use super::shared::Shared;
 use super::stats::Stats;
+use super::ws;
 use crate::net::listener::{accept, Listener};
 
 /// Accepts until cancelled; each connection gets its own driver future.
@@ -25,7 +26,7 @@ pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                 let conn = h1::Conn::new(id, stream, peer, local, shared.clone());
                 shared.register(conn.id, conn.clone());
                 shared.exec.spawn(async move {
-                    h1::driver::run(conn).await;
+                    h1::driver::run(conn, ws::driver::upgrade).await;
                 });
             }
             Err(e) => {

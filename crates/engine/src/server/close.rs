@@ -35,10 +35,15 @@ pub enum CloseReason {
     ProxyHeader,
     /// `--proxy-protocol`: the peer is not a trusted proxy.
     ProxyUntrusted,
+    /// A WebSocket ended with a close handshake (either side's close
+    /// frame), or after its handshake was denied.
+    WebSocketClosed,
+    /// A WebSocket peer did not answer a ping within `--ws-ping-timeout`.
+    PingTimeout,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::ClientEof,
         CloseReason::Reset,
         CloseReason::KeepAliveTimeout,
@@ -54,6 +59,8 @@ impl CloseReason {
         CloseReason::FileError,
         CloseReason::ProxyHeader,
         CloseReason::ProxyUntrusted,
+        CloseReason::WebSocketClosed,
+        CloseReason::PingTimeout,
     ];
 
     /// The stats key suffix (`closed_<name>`).
@@ -74,6 +81,8 @@ impl CloseReason {
             CloseReason::FileError => "file_error",
             CloseReason::ProxyHeader => "proxy_header",
             CloseReason::ProxyUntrusted => "proxy_untrusted",
+            CloseReason::WebSocketClosed => "websocket_closed",
+            CloseReason::PingTimeout => "ping_timeout",
         }
     }
 
@@ -97,6 +106,7 @@ impl CloseReason {
                 | CloseReason::FileError
                 | CloseReason::ProxyHeader
                 | CloseReason::ProxyUntrusted
+                | CloseReason::PingTimeout
         )
     }
 }

@@ -29,6 +29,36 @@ pub struct ServerConfig {
     pub body_buffer: usize,
     /// Unsent response bytes above which `send()` suspends.
     pub write_high_water: usize,
+    /// WebSocket upgrades are served; None (`--ws none`): they reach the
+    /// app as plain HTTP requests.
+    pub ws: Option<WsConfig>,
+}
+
+/// The WebSocket settings (`--ws-*`).
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Largest message (and frame) accepted; beyond, close 1009.
+    pub max_size: usize,
+    /// Messages waiting for the app beyond which the socket is not read.
+    pub max_queue: usize,
+    /// Ping the peer this often (None: never).
+    pub ping_interval: Option<Duration>,
+    /// A ping unanswered this long closes with 1011 (None: wait forever).
+    pub ping_timeout: Option<Duration>,
+    /// Offer permessage-deflate when the client asks for it.
+    pub per_message_deflate: bool,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 16 * 1024 * 1024,
+            max_queue: 32,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
+            per_message_deflate: true,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -50,6 +80,7 @@ impl Default for ServerConfig {
             proxy_protocol: None,
             body_buffer: 64 * 1024,
             write_high_water: 64 * 1024,
+            ws: Some(WsConfig::default()),
         }
     }
 }

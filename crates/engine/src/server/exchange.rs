@@ -22,6 +22,12 @@ pub enum Event {
     /// Body data, drain progress or a disconnect changed what a waiting
     /// `receive()` or `send()` of this exchange would get.
     Wake(Arc<dyn HttpExchange>),
+    /// A valid WebSocket upgrade request: build the `websocket` scope and
+    /// start the app.
+    WebSocket(Arc<dyn WsExchange>, RequestHead),
+    /// What a waiting `receive()` or `send()` of this WebSocket would get
+    /// changed.
+    WsWake(Arc<dyn WsExchange>),
     /// The connection is gone; what the bridge keeps for it can go.
     Closed(ConnId),
     /// A debug line (a connection opened or closed and why, a request
@@ -176,4 +182,69 @@ pub trait HttpExchange: Send + Sync {
     /// After an [`Event::Wake`]: what the waiting calls get (a body chunk
     /// goes to `sink`).
     fn wakeup(&self, sink: &mut dyn FnMut(&[u8])) -> Wakeup;
+}
+
+/// A message from a WebSocket app (ASGI `websocket.*`, decoded by the
+/// bridge).
+pub enum WsSend<'a, 'h> {
+    /// `websocket.accept`.
+    Accept {
+        subprotocol: Option<&'a [u8]>,
+        headers: &'a mut dyn Iterator<Item = (&'h [u8], &'h [u8])>,
+    },
+    /// `websocket.send` (`text` or `bytes`).
+    Message { data: &'a [u8], text: bool },
+    /// `websocket.close`.
+    Close { code: u16, reason: &'a str },
+    /// `websocket.http.response.start` (the denial extension).
+    ResponseStart {
+        status: u16,
+        headers: &'a mut dyn Iterator<Item = (&'h [u8], &'h [u8])>,
+    },
+    /// `websocket.http.response.body`.
+    ResponseBody { data: &'a [u8], more: bool },
+}
+
+/// What a WebSocket `receive()` gets now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsReceived {
+    /// `websocket.connect` (the first call).
+    Connect,
+    /// `websocket.receive`; the bytes went to the sink (valid UTF-8 when
+    /// `text`).
+    Message {
+        text: bool,
+    },
+    /// `websocket.disconnect`.
+    Disconnect {
+        code: u16,
+        reason: String,
+    },
+    Wait,
+}
+
+/// After an [`Event::WsWake`]: what the waiting calls now get.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WsWakeup {
+    pub receive: Option<WsReceived>,
+    pub send: Option<Result<(), ()>>,
+}
+
+/// One WebSocket as the bridge sees it: from the upgrade request to the
+/// close, one app call.
+pub trait WsExchange: Send + Sync {
+    fn id(&self) -> ConnId;
+    fn peer(&self) -> Option<SocketAddr>;
+    fn local(&self) -> Option<SocketAddr>;
+    fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h>;
+    /// Whether `send()` would be refused now (before decoding a message).
+    fn check_send(&self) -> Result<(), SendError>;
+    /// The handshake is not answered yet (no accept, no denial).
+    fn accepting(&self) -> bool;
+    fn send(&self, part: WsSend<'_, '_>) -> Result<Sent, SendError>;
+    /// A message's bytes go to `sink` (with true for text).
+    fn receive(&self, sink: &mut dyn FnMut(&[u8], bool)) -> WsReceived;
+    /// The app's coroutine ended (`failed`: it raised).
+    fn app_done(&self, failed: bool) -> AppEnd;
+    fn wakeup(&self, sink: &mut dyn FnMut(&[u8], bool)) -> WsWakeup;
 }

@@ -1,4 +1,5 @@
-//! The server: connection drivers per protocol (HTTP/1 today), the
+//! The server: connection drivers per protocol (HTTP/1, and WebSocket
+//! after an upgrade), the
 //! [`exchange`] seam they share with the bridge, and what every driver
 //! shares: settings, shutdown, stats, close reasons.
 
@@ -11,3 +12,4 @@ pub mod h1;
 pub mod shared;
 pub mod shutdown;
 pub mod stats;
+pub mod ws;

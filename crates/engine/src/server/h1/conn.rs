@@ -22,7 +22,7 @@ use crate::net::stream::Stream;
 use crate::proto::h1::{reason_phrase, write_simple_response};
 use crate::runtime::lock;
 
-pub(super) const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Bytes of a file per `sendfile` call.
 const SENDFILE_CHUNK: u64 = 1 << 20;
 /// `sendfile` calls per write from the loop thread, and per wake-up of the
@@ -34,7 +34,7 @@ pub(super) const DRIVER_FILE_CHUNKS: u32 = 4;
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum WriteError {
+pub(crate) enum WriteError {
     /// The socket: the client is gone.
     #[error("{0}")]
     Socket(io::Error),
@@ -98,7 +98,7 @@ impl Conn {
         })
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, ConnState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ConnState> {
         lock(&self.state)
     }
 
@@ -141,7 +141,7 @@ impl Conn {
         res
     }
 
-    fn write_all(&self, out: &mut Output, file_chunks: u32) -> Result<(), WriteError> {
+    pub(crate) fn write_all(&self, out: &mut Output, file_chunks: u32) -> Result<(), WriteError> {
         let stats = &self.shared.stats;
         let mut chunks = 0;
         loop {
@@ -243,7 +243,7 @@ impl Conn {
     }
 
     /// Reads what is available into `buf`. Ok(0) = the peer closed.
-    pub(super) async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             self.stream.readable().await?;
             if buf.capacity() - buf.len() < 1024 {

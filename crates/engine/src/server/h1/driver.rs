@@ -12,6 +12,7 @@
 //! 4. [`Driver::close`]: flush, FIN and linger for a graceful close, count
 //!    the [`CloseReason`].
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -29,16 +30,41 @@ use crate::net::proxy_protocol;
 use crate::proto::h1::{
     write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
 };
+use crate::proto::ws::{check_upgrade, Upgrade};
 
 /// Unread request body ferrule reads and discards after the response so the
 /// connection can be reused; beyond it the connection is closed instead.
 const DRAIN_LIMIT: u64 = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 
+/// What serves a connection after a valid WebSocket upgrade request (the
+/// head, the `Sec-WebSocket-Accept` value, the bytes read after the head):
+/// the WebSocket driver, which the accept loop passes in (it sits above
+/// both drivers).
+pub type UpgradeFn = fn(
+    Arc<Conn>,
+    RequestHead,
+    String,
+    BytesMut,
+) -> Pin<Box<dyn Future<Output = CloseReason> + Send>>;
+
+/// How [`Driver::serve`] ended.
+enum Served {
+    Closed(CloseReason),
+    /// A valid WebSocket upgrade: the WebSocket driver takes over.
+    Upgrade(RequestHead, String),
+}
+
 /// Serves `conn` until it closes; returns why it closed.
-pub async fn run(conn: Arc<Conn>) -> CloseReason {
+pub async fn run(conn: Arc<Conn>, upgrade: UpgradeFn) -> CloseReason {
     let mut d = Driver::new(conn);
-    let reason = d.serve().await;
+    let reason = match d.serve().await {
+        Served::Closed(reason) => reason,
+        Served::Upgrade(head, accept) => {
+            let rbuf = std::mem::take(&mut d.rbuf);
+            upgrade(d.conn.clone(), head, accept, rbuf).await
+        }
+    };
     d.close(reason).await;
     reason
 }
@@ -65,22 +91,83 @@ impl Driver {
         }
     }
 
-    async fn serve(&mut self) -> CloseReason {
+    async fn serve(&mut self) -> Served {
         if self.conn.shared.cfg.proxy_protocol.is_some() {
             if let Err(reason) = self.read_proxy_header().await {
-                return reason;
+                return Served::Closed(reason);
             }
         }
         loop {
             let head = match self.read_head().await {
                 Ok(head) => head,
-                Err(reason) => return reason,
+                Err(reason) => return Served::Closed(reason),
             };
+            if self.conn.shared.cfg.ws.is_some() {
+                match self.upgrade(&head) {
+                    Ok(None) => {}
+                    Ok(Some(accept)) => return Served::Upgrade(head, accept),
+                    Err(reason) => return Served::Closed(reason),
+                }
+            }
             if let Err(reason) = self.run_request(head).await {
-                return reason;
+                return Served::Closed(reason);
             }
             if let Err(reason) = self.after_response().await {
-                return reason;
+                return Served::Closed(reason);
+            }
+        }
+    }
+
+    /// A WebSocket upgrade request: `Ok(Some(accept))` when it is valid
+    /// and may be served, `Ok(None)` when it is plain HTTP; an invalid one
+    /// is answered here (400, or 426 for another version) and ends the
+    /// connection.
+    fn upgrade(&mut self, head: &RequestHead) -> Result<Option<String>, CloseReason> {
+        let conn = &self.conn;
+        let shared = &conn.shared;
+        let id = conn.id;
+        match check_upgrade(head) {
+            Upgrade::No => Ok(None),
+            Upgrade::Valid { accept } => {
+                if let Some((status, reason, why)) = self.refuse(head) {
+                    shared
+                        .debug(|| format!("Connection {id}: upgrade refused with {status}: {why}"));
+                    conn.reply_and_close(status, true);
+                    return Err(reason);
+                }
+                Ok(Some(accept))
+            }
+            Upgrade::Bad(why) => {
+                shared.debug(|| {
+                    format!("Connection {id}: bad WebSocket upgrade, answered 400: {why}")
+                });
+                conn.reply_and_close(400, true);
+                Err(CloseReason::ProtocolError)
+            }
+            Upgrade::Version => {
+                shared.debug(|| format!("Connection {id}: WebSocket version not 13, answered 426"));
+                Stats::inc(&shared.stats.bad_requests);
+                shared.stats.response_ended(426, None);
+                let mut st = conn.lock();
+                let date = shared.date.get();
+                let mut resp = Vec::new();
+                write_simple_response(
+                    &mut resp,
+                    426,
+                    b"Upgrade Required",
+                    true,
+                    &shared.cfg.defaults,
+                    &date,
+                );
+                // The status line, then the version we speak.
+                let eol = resp.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                st.out.buf.extend_from_slice(&resp[..eol]);
+                st.out
+                    .buf
+                    .extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+                st.out.buf.extend_from_slice(&resp[eol..]);
+                st.closed = true;
+                Err(CloseReason::ProtocolError)
             }
         }
     }

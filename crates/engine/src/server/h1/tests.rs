@@ -41,7 +41,7 @@ impl Harness {
         let shared = Arc::new(Shared::new(cfg));
         let (server, client) = UnixStream::pair().expect("socketpair");
         let conn = Conn::new(1, Stream::Unix(server), None, None, shared.clone());
-        let driver = tokio::spawn(driver::run(conn));
+        let driver = tokio::spawn(driver::run(conn, crate::server::ws::driver::upgrade));
         Self {
             shared,
             client,
@@ -81,6 +81,7 @@ impl Harness {
                 Event::Log(_) => continue,
                 Event::Wake(_) => panic!("expected a request, got a wake-up"),
                 Event::Closed(_) => panic!("expected a request, got a close"),
+                Event::WebSocket(..) | Event::WsWake(_) => panic!("unexpected WebSocket event"),
             }
         }
     }
@@ -91,6 +92,7 @@ impl Harness {
                 Event::Wake(ex) => return ex,
                 Event::Closed(_) | Event::Log(_) => continue,
                 Event::Request(..) => panic!("expected a wake-up, got a request"),
+                Event::WebSocket(..) | Event::WsWake(_) => panic!("unexpected WebSocket event"),
             }
         }
     }
