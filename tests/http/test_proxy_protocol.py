@@ -179,14 +179,38 @@ def test_the_header_is_believed_with_proxy_headers_off(serve: Any) -> None:
         assert get(sock)["client"] == ["192.0.2.8", 5000]
 
 
-def test_x_forwarded_for_trust_stays_with_the_socket_peer(serve: Any) -> None:
-    # The header names an untrusted client; the socket's peer (127.0.0.1) is
-    # the trusted proxy, so its X-Forwarded-For is believed as before.
-    srv = serve(scope_echo, lifespan="off", proxy_protocol=True)
+def test_a_client_named_by_the_proxy_header_cannot_forge_x_forwarded_headers(serve: Any) -> None:
+    # Behind a TCP load balancer the HTTP headers are the client's own: the
+    # balancer (127.0.0.1) is trusted, but the client it names (192.0.2.9)
+    # is not, so that client's X-Forwarded-For/-Proto are not believed.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"client": list(scope["client"]), "scheme": scope["scheme"]})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+    srv = serve(app, lifespan="off", proxy_protocol=True)
     with connect(srv) as sock:
-        sock.sendall(v1("192.0.2.9", 5001) + request("GET", "/", [("X-Forwarded-For", "203.0.113.5")]))
-        reply = read_response(sock)
-        assert json.loads(reply.body)["client"] == ["203.0.113.5", 0]
+        forged = [("X-Forwarded-For", "203.0.113.5"), ("X-Forwarded-Proto", "https")]
+        sock.sendall(v1("192.0.2.9", 5001) + request("GET", "/", forged))
+        scope = json.loads(read_response(sock).body)
+        assert scope["client"] == ["192.0.2.9", 5001]
+        assert scope["scheme"] == "http"
+
+
+def test_a_proxy_named_by_the_proxy_header_is_believed_if_trusted(serve: Any) -> None:
+    # A chain: the header names another trusted proxy (10.0.0.2), whose
+    # X-Forwarded-For then gives the client.
+    srv = serve(
+        scope_echo,
+        lifespan="off",
+        proxy_protocol=True,
+        forwarded_allow_ips="127.0.0.1,10.0.0.2",
+    )
+    with connect(srv) as sock:
+        sock.sendall(v1("10.0.0.2", 5001) + request("GET", "/", [("X-Forwarded-For", "203.0.113.5")]))
+        assert json.loads(read_response(sock).body)["client"] == ["203.0.113.5", 0]
 
 
 def test_without_the_option_a_proxy_header_is_a_bad_request(serve: Any) -> None:

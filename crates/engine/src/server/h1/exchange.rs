@@ -185,10 +185,18 @@ impl HttpExchange for Conn {
 
     fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h> {
         let mut fwd = Forwarded::default();
-        if !self.via_proxy {
+        let proxies = &self.shared.cfg.proxies;
+        // Once a PROXY header named the client, that client is the peer
+        // whose headers are believed or not: behind a TCP load balancer the
+        // headers are the client's own, and believing them because the
+        // balancer is trusted would let any client choose its address.
+        let trusted = match self.proxied.get() {
+            Some(client) => !proxies.is_empty() && proxies.trusts(client.ip()),
+            None => self.via_proxy,
+        };
+        if !trusted {
             return fwd;
         }
-        let proxies = &self.shared.cfg.proxies;
         for (n, v) in &head.headers {
             let (name, value) = (head.bytes(*n), head.bytes(*v));
             let Ok(value) = std::str::from_utf8(value) else {
