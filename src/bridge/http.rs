@@ -505,7 +505,16 @@ pub fn start_app(
     });
     let run = || -> PyResult<()> {
         let (client, server) = addrs?;
-        let scope = build_scope(py, &bridge.scope, head, forwarded, &client, &server)?;
+        let tls = exchange.tls();
+        let scope = build_scope(
+            py,
+            &bridge.scope,
+            head,
+            forwarded,
+            &client,
+            &server,
+            tls.as_deref(),
+        )?;
         let receive = Py::new(
             py,
             Receive {

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
+use ferrule_engine::net::tls::TlsInfo;
 use ferrule_engine::proto::h1::{RequestHead, Version};
 use ferrule_engine::server::exchange::Forwarded;
 use pyo3::intern;
@@ -103,6 +104,7 @@ pub fn build_scope<'py>(
     forwarded: Forwarded<'_>,
     client: &Py<PyAny>,
     server: &Py<PyAny>,
+    tls: Option<&TlsInfo>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Copying a template that already holds every key (constants filled
     // in) is a memcpy of its table; setting the rest then never resizes.
@@ -117,6 +119,7 @@ pub fn build_scope<'py>(
     // --proxy-headers: a trusted proxy's X-Forwarded-Proto/-For win.
     let scheme = match forwarded.scheme {
         Some(s) => PyString::intern(py, s),
+        None if tls.is_some() => intern!(py, "https").clone(),
         None => intern!(py, "http").clone(),
     };
     d.set_item(intern!(py, "scheme"), scheme)?;
@@ -176,7 +179,28 @@ pub fn build_scope<'py>(
         };
         d.set_item(intern!(py, "state"), copy)?;
     }
-    d.set_item(intern!(py, "extensions"), t.extensions.bind(py).copy()?)?;
+    let extensions = t.extensions.bind(py).copy()?;
+    if let Some(tls) = tls {
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, tls)?)?;
+    }
+    d.set_item(intern!(py, "extensions"), extensions)?;
+    Ok(d)
+}
+
+/// The ASGI TLS extension's dict for a connection.
+fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("server_cert", &*tls.server_cert)?;
+    d.set_item(
+        "client_cert_chain",
+        PyList::new(py, &tls.client_cert_chain)?,
+    )?;
+    d.set_item("client_cert_name", tls.client_cert_name.as_deref())?;
+    // rustls ends the handshake on a certificate that does not verify, so
+    // a request never sees one.
+    d.set_item("client_cert_error", py.None())?;
+    d.set_item("tls_version", tls.tls_version)?;
+    d.set_item("cipher_suite", tls.cipher_suite)?;
     Ok(d)
 }
 

@@ -1,11 +1,9 @@
 """Options uvicorn has and ferrule does not act on yet: --ws*, --http2 are
-accepted with one notice line; asking for TLS fails at start-up (never plain
-HTTP instead), exit status 1; --h11-max-incomplete-event-size sets the head
-limit."""
+accepted with one notice line; --h11-max-incomplete-event-size sets the head
+limit. (TLS is served: tests/cli/test_tls_cli.py.)"""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import httpx
@@ -39,41 +37,6 @@ def test_cli_ws_flags_serve_with_one_notice(run_cli: Any) -> None:
     assert len(notices) == 2, server.output
     assert notices[1].startswith("WARNING:  WebSockets are not served yet;")
     assert "--ws, --ws-ping-interval, --ws-per-message-deflate ignored" in notices[1]
-
-
-@pytest.mark.parametrize(
-    "flags, named",
-    [
-        (["--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem"], "--ssl-certfile"),
-        (["--ssl-keyfile", "key.pem"], "--ssl-keyfile"),
-    ],
-)
-@pytest.mark.parametrize("extra", [[], ["--workers", "2"], ["--reload"]])
-def test_tls_asked_for_is_one_line_exit_1(
-    ferrule_cmd: list[str], cli_env: dict[str, str], flags: list[str], named: str,
-    extra: list[str],
-) -> None:
-    r = subprocess.run(
-        [*ferrule_cmd, *flags, *extra, "--port", "0", APP],
-        env=cli_env, capture_output=True, text=True, timeout=30,
-    )
-    assert r.returncode == 1
-    assert r.stderr == (
-        f"ferrule: error: TLS ({named}) is not supported by this ferrule version\n"
-    )
-
-
-@pytest.mark.engine
-def test_embedded_server_with_tls_does_not_serve() -> None:
-    from ferrule.server import Server
-
-    assert Server(Config(APP, port=0, ssl_certfile="cert.pem")).run() == 1
-
-
-@pytest.mark.engine
-def test_other_ssl_flags_alone_are_no_ops(run_cli: Any) -> None:
-    server = run_cli(APP, "--ssl-ciphers", "ECDHE+AESGCM", "--ssl-cert-reqs", "2")
-    assert httpx.get(server.url + "/").status_code == 200
 
 
 def test_h11_max_incomplete_event_size_sets_the_head_limit() -> None:

@@ -35,10 +35,13 @@ pub enum CloseReason {
     ProxyHeader,
     /// `--proxy-protocol`: the peer is not a trusted proxy.
     ProxyUntrusted,
+    /// TLS failed: a bad or truncated handshake, a bad record, a plain
+    /// HTTP request on a TLS-only port, or bytes that are not TLS.
+    TlsError,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientEof,
         CloseReason::Reset,
         CloseReason::KeepAliveTimeout,
@@ -54,6 +57,7 @@ impl CloseReason {
         CloseReason::FileError,
         CloseReason::ProxyHeader,
         CloseReason::ProxyUntrusted,
+        CloseReason::TlsError,
     ];
 
     /// The stats key suffix (`closed_<name>`).
@@ -74,6 +78,7 @@ impl CloseReason {
             CloseReason::FileError => "file_error",
             CloseReason::ProxyHeader => "proxy_header",
             CloseReason::ProxyUntrusted => "proxy_untrusted",
+            CloseReason::TlsError => "tls_error",
         }
     }
 
@@ -97,6 +102,7 @@ impl CloseReason {
                 | CloseReason::FileError
                 | CloseReason::ProxyHeader
                 | CloseReason::ProxyUntrusted
+                | CloseReason::TlsError
         )
     }
 }

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::net::tls::TlsInfo;
 use crate::proto::h1::{RequestHead, ResponseError};
 
 /// Identifies a connection for the life of the engine.
@@ -161,6 +162,11 @@ pub trait HttpExchange: Send + Sync {
     fn local(&self) -> Option<SocketAddr>;
     /// The `X-Forwarded-*` values to believe for this request.
     fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h>;
+    /// The connection's TLS parameters (the scope's `tls` extension and
+    /// `https`); None on plain HTTP.
+    fn tls(&self) -> Option<Arc<TlsInfo>> {
+        None
+    }
     /// The current request's `seq`.
     fn seq(&self) -> u64;
     /// True once the client is gone: sends fail.
