@@ -855,12 +855,15 @@ impl TlsStream {
         let Some(conn) = st.conn.as_mut() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        self.flush_tls(conn)?;
         if st.owed > 0 {
+            // The ciphertext of these bytes waits in rustls: send it first.
+            self.flush_tls(conn)?;
             let n = std::mem::take(&mut st.owed);
             debug_assert!(n <= buf.len());
             return Ok(n.min(buf.len()));
         }
+        // Any other ciphertext waiting (a head sent with `more`, session
+        // tickets) leaves with these bytes' records in the same write.
         let take = buf.len().min(MAX_PLAIN_PER_WRITE);
         conn.writer().write_all(&buf[..take])?;
         if more {
@@ -892,12 +895,14 @@ impl TlsStream {
         let Some(conn) = st.conn.as_mut() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        self.flush_tls(conn)?;
         if st.owed > 0 {
+            self.flush_tls(conn)?;
             let n = std::mem::take(&mut st.owed);
             *offset += n as u64;
             return Ok(n);
         }
+        // The head's records (sent with `more`) leave with the file's first
+        // chunk in one write, as `MSG_MORE` makes them do over TCP.
         let mut chunk = vec![0u8; count.min(FILE_CHUNK)];
         let n = loop {
             match file.read_at(&mut chunk, *offset) {
