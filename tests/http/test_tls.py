@@ -463,3 +463,36 @@ def test_tls_and_plain_on_one_port_interleaved_with_keep_alive(
     )
     assert out.returncode == 0, out.stderr
     assert "'scheme': 'https'" in out.stdout and "'scheme': 'http'" in out.stdout
+
+
+async def client_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = repr((scope["scheme"], scope["client"][0])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("and_plain", [False, True])
+def test_proxy_protocol_header_before_the_tls_handshake(
+    serve: Any, certs: Certs, and_plain: bool
+) -> None:
+    srv = serve(client_app, **tls(certs, proxy_protocol=True, ssl_and_plain=and_plain))
+    header = f"PROXY TCP4 203.0.113.7 127.0.0.1 5555 {srv.port}\r\n".encode()
+    raw = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    raw.sendall(header)
+    sock = certs.client_context().wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    sock.close()
+    assert data.endswith(b"('https', '203.0.113.7')"), data
+    if and_plain:
+        plain = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        plain.sendall(header + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := plain.recv(4096):
+            data += chunk
+        plain.close()
+        assert data.endswith(b"('http', '203.0.113.7')"), data

@@ -96,7 +96,7 @@ impl Stream {
     /// itself for its ciphertext reads.
     pub fn clear_read_ready(&self) {
         if let Stream::Tls(s) = self {
-            if s.is_plain() {
+            if s.reads_raw() {
                 s.inner().clear_read_ready();
             }
             return;
@@ -125,6 +125,15 @@ impl Stream {
         match self {
             Stream::Tls(s) => s.error(),
             _ => None,
+        }
+    }
+
+    /// `--proxy-protocol` under TLS: the PROXY header was read; `buf` holds
+    /// what followed it (see `TlsStream::end_raw`).
+    pub fn end_raw(&self, buf: &mut BytesMut) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.end_raw(buf),
+            _ => Ok(()),
         }
     }
 

@@ -536,10 +536,12 @@ impl TlsAcceptor {
 
     /// `stream`, under TLS (or, on a shared port, plain once its first byte
     /// says so).
-    pub fn wrap(self: &Arc<Self>, stream: Stream) -> Stream {
+    /// With `proxy_header`, the connection starts with a PROXY protocol
+    /// header read as raw bytes (see [`TlsStream::end_raw`]).
+    pub fn wrap(self: &Arc<Self>, stream: Stream, proxy_header: bool) -> Stream {
         Stream::Tls(Box::new(TlsStream {
             io: stream,
-            mode: AtomicU8::new(SNIFF),
+            mode: AtomicU8::new(if proxy_header { RAW } else { SNIFF }),
             state: Mutex::new(TlsState::default()),
             info: OnceLock::new(),
             acceptor: self.clone(),
@@ -586,6 +588,8 @@ pub fn is_tls_failure(e: &io::Error) -> bool {
 const SNIFF: u8 = 0;
 const PLAIN: u8 = 1;
 const TLS: u8 = 2;
+/// Before a PROXY protocol header is read: raw bytes, no decision yet.
+const RAW: u8 = 3;
 
 #[derive(Default)]
 struct TlsState {
@@ -655,9 +659,10 @@ impl TlsStream {
         &self.io
     }
 
-    /// True on a connection that turned out to be plain HTTP.
-    pub fn is_plain(&self) -> bool {
-        self.mode() == PLAIN
+    /// True while reads go to the socket as they are (plain HTTP, or a
+    /// PROXY header before the transport is known).
+    pub fn reads_raw(&self) -> bool {
+        matches!(self.mode(), PLAIN | RAW)
     }
 
     /// The TLS handshake is not done on a connection that must do one
@@ -666,7 +671,7 @@ impl TlsStream {
     /// keep-alive deadline from the accept bounds it.)
     pub fn handshake_pending(&self) -> bool {
         match self.mode() {
-            SNIFF => !self.acceptor.settings.and_plain,
+            SNIFF | RAW => !self.acceptor.settings.and_plain,
             TLS => self
                 .lock()
                 .conn
@@ -690,7 +695,7 @@ impl TlsStream {
 
     pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
         match self.mode() {
-            PLAIN => self.io.try_read_buf(buf),
+            PLAIN | RAW => self.io.try_read_buf(buf),
             TLS => self.read_tls(buf),
             _ => self.sniff(buf),
         }
@@ -703,6 +708,26 @@ impl TlsStream {
         if n == 0 {
             return Ok(0);
         }
+        self.decide(buf, start)
+    }
+
+    /// `--proxy-protocol`: the PROXY header was read raw; the transport is
+    /// decided by what follows it (`buf`: the bytes after the header, if
+    /// any, which become plaintext or go to rustls).
+    pub fn end_raw(&self, buf: &mut BytesMut) -> io::Result<()> {
+        self.mode.store(SNIFF, Ordering::Relaxed);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match self.decide(buf, 0) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    /// The first bytes (`buf[start..]`) pick the transport.
+    fn decide(&self, buf: &mut BytesMut, start: usize) -> io::Result<usize> {
+        let n = buf.len() - start;
         let settings = self.acceptor.settings();
         if buf[start] != HANDSHAKE_RECORD {
             if settings.and_plain {

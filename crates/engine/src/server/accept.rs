@@ -24,7 +24,7 @@ pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                 });
                 // TLS is a transport: the driver sees plaintext either way.
                 let stream = match &shared.cfg.tls {
-                    Some(tls) => tls.wrap(stream),
+                    Some(tls) => tls.wrap(stream, shared.cfg.proxy_protocol.is_some()),
                     None => stream,
                 };
                 let conn = h1::Conn::new(id, stream, peer, local, shared.clone());

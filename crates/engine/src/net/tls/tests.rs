@@ -180,7 +180,7 @@ where
         let addr = listener.local_addr().unwrap();
         let peer = std::thread::spawn(move || client(addr));
         let (sock, _) = listener.accept().await.unwrap();
-        let stream = acceptor.wrap(Stream::Tcp(sock));
+        let stream = acceptor.wrap(Stream::Tcp(sock), false);
         let mut buf = BytesMut::with_capacity(16 * 1024);
         while !buf.ends_with(b"\r\n\r\n") {
             let n = read_some(&stream, &mut buf).await.unwrap();
@@ -271,7 +271,7 @@ fn bytes_that_are_not_tls_fail_on_a_tls_only_port() {
             got
         });
         let (sock, _) = listener.accept().await.unwrap();
-        let stream = acceptor.wrap(Stream::Tcp(sock));
+        let stream = acceptor.wrap(Stream::Tcp(sock), false);
         let mut buf = BytesMut::with_capacity(4096);
         let e = read_some(&stream, &mut buf).await.unwrap_err();
         assert!(is_tls_failure(&e));

@@ -114,7 +114,8 @@ impl Driver {
                     if let Some(client) = header.source {
                         let _ = conn.proxied.set(client);
                     }
-                    return Ok(());
+                    // Under TLS, the bytes after the header pick the transport.
+                    return conn.stream.end_raw(rbuf).map_err(|e| read_error(&e));
                 }
                 Ok(None) if rbuf.len() >= proxy_protocol::MAX_HEADER => {
                     return Err(CloseReason::ProxyHeader)
