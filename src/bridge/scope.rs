@@ -104,7 +104,7 @@ pub fn build_scope<'py>(
     forwarded: Forwarded<'_>,
     client: &Py<PyAny>,
     server: &Py<PyAny>,
-    tls: Option<&TlsInfo>,
+    tls: Option<&Py<PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Copying a template that already holds every key (constants filled
     // in) is a memcpy of its table; setting the rest then never resizes.
@@ -181,26 +181,31 @@ pub fn build_scope<'py>(
     }
     let extensions = t.extensions.bind(py).copy()?;
     if let Some(tls) = tls {
-        extensions.set_item(intern!(py, "tls"), tls_extension(py, tls)?)?;
+        // The connection's dict, copied: an app may change its own.
+        extensions.set_item(intern!(py, "tls"), tls.bind(py).copy()?)?;
     }
     d.set_item(intern!(py, "extensions"), extensions)?;
     Ok(d)
 }
 
-/// The ASGI TLS extension's dict for a connection.
-fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+/// The ASGI TLS extension's dict for a connection (built once per
+/// connection: the PEM strings are its cost).
+pub fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("server_cert", &*tls.server_cert)?;
+    d.set_item(intern!(py, "server_cert"), &*tls.server_cert)?;
     d.set_item(
-        "client_cert_chain",
+        intern!(py, "client_cert_chain"),
         PyList::new(py, &tls.client_cert_chain)?,
     )?;
-    d.set_item("client_cert_name", tls.client_cert_name.as_deref())?;
+    d.set_item(
+        intern!(py, "client_cert_name"),
+        tls.client_cert_name.as_deref(),
+    )?;
     // rustls ends the handshake on a certificate that does not verify, so
     // a request never sees one.
-    d.set_item("client_cert_error", py.None())?;
-    d.set_item("tls_version", tls.tls_version)?;
-    d.set_item("cipher_suite", tls.cipher_suite)?;
+    d.set_item(intern!(py, "client_cert_error"), py.None())?;
+    d.set_item(intern!(py, "tls_version"), tls.tls_version)?;
+    d.set_item(intern!(py, "cipher_suite"), tls.cipher_suite)?;
     Ok(d)
 }
 
