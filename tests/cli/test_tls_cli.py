@@ -186,3 +186,36 @@ def test_sighup_reloads_the_certificate_under_load(run_cli: Any, tmp_path: Path)
     errors = [line for line in server.stderr_lines if "not reloaded" in line]
     assert len(errors) == 1 and "--ssl-certfile" in errors[0], errors
     assert sum("Reloaded the TLS certificate" in line for line in server.stderr_lines) == 1
+
+
+@pytest.mark.engine
+def test_sighup_with_workers_replaces_them_with_the_new_certificate(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    first, second = trustme.CA().issue_cert("localhost"), trustme.CA().issue_cert("localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    first.cert_chain_pems[0].write_to_path(str(cert))
+    first.private_key_pem.write_to_path(str(key))
+    server = run_cli(
+        APP, "--workers", "2", "--ssl-keyfile", str(key), "--ssl-certfile", str(cert)
+    )
+
+    def served() -> str:
+        return ssl.get_server_certificate(("127.0.0.1", server.port))
+
+    assert served() == first.cert_chain_pems[0].bytes().decode()
+    second.cert_chain_pems[0].write_to_path(str(cert))
+    second.private_key_pem.write_to_path(str(key))
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 8
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        # Both workers replaced: only the new certificate is served.
+        seen = {served() for _ in range(6)}
+        if seen == {second.cert_chain_pems[0].bytes().decode()}:
+            break
+        time.sleep(0.1)
+    assert seen == {second.cert_chain_pems[0].bytes().decode()}, server.output

@@ -346,7 +346,7 @@ def test_stalled_handshake_is_closed_by_the_header_deadline(
     assert wait_stat(srv, "closed_header_timeout", 1) == 1
 
 
-def test_truncated_client_hello_then_eof_is_one_debug_line(
+def test_truncated_client_hellos_log_nothing_above_debug(
     serve: Any, certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
     srv = serve(hello, **tls(certs))
@@ -496,3 +496,20 @@ def test_proxy_protocol_header_before_the_tls_handshake(
             data += chunk
         plain.close()
         assert data.endswith(b"('http', '203.0.113.7')"), data
+
+
+def test_a_failed_handshake_is_one_debug_line(
+    serve: Any, certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="ferrule.error")
+    srv = serve(hello, **tls(certs), log_level="debug")
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(b"\x16\x03\x01\x00\x05hello")
+    assert sock.recv(100)[:1] in (b"", b"\x15")  # closed, maybe after an alert
+    sock.close()
+    wait_stat(srv, "closed_tls_error", 1)
+    time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if "closed: tls_error" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert caplog.records and all(r.levelname == "DEBUG" for r in caplog.records
+                                  if "Connection" in r.getMessage())
