@@ -423,7 +423,7 @@ class Config:
     def notices(self) -> list[str]:
         """One line per option given that ferrule accepts but does not act on
         yet (logged at start-up on ``ferrule.error``)."""
-        lines = []
+        lines = self._tls_notices()
         if self.http2:
             lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
         ws_given = [
@@ -440,6 +440,25 @@ class Config:
                 + " ignored (an upgrade request reaches the app as plain HTTP)"
             )
         return lines
+
+    def _tls_notices(self) -> list[str]:
+        """TLS options that cannot apply: without a certificate (uvicorn
+        ignores them too), or --ssl-refuse-plain on a port that serves plain
+        HTTP anyway."""
+        if not self.is_ssl:
+            given = [
+                option.flag
+                for option in options.OPTIONS
+                if option.name.startswith("ssl_")
+                and getattr(self, option.name) != option.default
+            ]
+            if given:
+                ignored = ", ".join(given)
+                return [f"{ignored} ignored: no --ssl-certfile (serving plain HTTP)"]
+            return []
+        if self.ssl_refuse_plain and self.ssl_and_plain:
+            return ["--ssl-refuse-plain ignored: --ssl-and-plain serves plain HTTP"]
+        return []
 
     # --------------------------------------------------------------- misc
 

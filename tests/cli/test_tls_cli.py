@@ -219,3 +219,28 @@ def test_sighup_with_workers_replaces_them_with_the_new_certificate(
             break
         time.sleep(0.1)
     assert seen == {second.cert_chain_pems[0].bytes().decode()}, server.output
+
+
+def test_tls_flags_that_cannot_apply_are_one_notice() -> None:
+    from ferrule import Config
+
+    assert Config("m:a").notices() == []
+    lines = Config("m:a", ssl_ciphers="ECDHE", ssl_cert_reqs=2).notices()
+    assert lines == [
+        "--ssl-cert-reqs, --ssl-ciphers ignored: no --ssl-certfile (serving plain HTTP)"
+    ]
+    lines = Config(
+        "m:a", ssl_certfile="c.pem", ssl_and_plain=True, ssl_refuse_plain=True
+    ).notices()
+    assert lines == ["--ssl-refuse-plain ignored: --ssl-and-plain serves plain HTTP"]
+
+
+@pytest.mark.engine
+def test_cli_ssl_flags_without_a_certificate_serve_plain_with_a_notice(
+    run_cli: Any,
+) -> None:
+    server = run_cli(APP, "--ssl-ciphers", "ECDHE+AESGCM", "--ssl-cert-reqs", "2")
+    assert server.url.startswith("http://")
+    assert httpx.get(server.url + "/").status_code == 200
+    notices = [line for line in server.stderr_lines if "no --ssl-certfile" in line]
+    assert len(notices) == 1, server.output
