@@ -40,7 +40,7 @@ fi
 if [ "$skip_setup" = 0 ]; then
   declare -A pkg_for=( [wrk]=wrk [strace]=strace [tcpdump]=tcpdump [nginx]=nginx
                        [taskset]=util-linux [ps]=procps [cc]=build-essential
-                       [python3]=python3 [git]=git )
+                       [python3]=python3 [git]=git [openssl]=openssl )
   missing=()
   for tool in "${!pkg_for[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")

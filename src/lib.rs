@@ -22,6 +22,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "ClientDisconnected",
         m.py().get_type::<bridge::errors::ClientDisconnected>(),
     )?;
+    m.add("TlsError", m.py().get_type::<py::engine::TlsError>())?;
     m.add("EVENT_READ", ferrule_engine::runtime::poller::EVENT_READ)?;
     m.add("EVENT_WRITE", ferrule_engine::runtime::poller::EVENT_WRITE)?;
     Ok(())

@@ -35,7 +35,7 @@ PYTHON_SRC = ROOT / "python"
 
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
-RUNNING_RE = re.compile(r"Ferrule running on (http://(\S+?):(\d+))")
+RUNNING_RE = re.compile(r"Ferrule running on (https?://(\S+?):(\d+))")
 
 # Examples are imported as "examples.<name>" from the repository root.
 if str(ROOT) not in sys.path:
@@ -70,7 +70,8 @@ class Served:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.server.config.is_ssl else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self.server.stats()

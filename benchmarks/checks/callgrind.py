@@ -10,6 +10,8 @@ shutdown cancel out; the kernel's share is not counted).
     python benchmarks/checks/callgrind.py                  # hello and starlette-plain
     python benchmarks/checks/callgrind.py --apps hello --requests 20000
     python benchmarks/checks/callgrind.py --python /path/to/python --label base
+    python benchmarks/checks/callgrind.py --https           # over TLS (wrk on https)
+    python benchmarks/checks/callgrind.py --https --close   # a TLS handshake per request
 
 `--python` picks the interpreter (and so the installed ferrule build) to
 measure, so two builds can be compared in one sitting.
@@ -74,6 +76,8 @@ def run_once(
     seconds: int,
     out: str,
     server_args: list[str],
+    scheme: str = "http",
+    close: bool = False,
 ) -> int:
     port = free_port()
     module, _ = APPS[app]
@@ -94,7 +98,8 @@ def run_once(
                 # its thread: the duration only has to cover the N requests.
                 ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s",
                  os.path.join(BENCH, "lua", "stop_after.lua"),
-                 f"http://127.0.0.1:{port}{path}"],
+                 *(["-H", "Connection: close"] if close else []),
+                 f"{scheme}://127.0.0.1:{port}{path}"],
                 env=wrk_env, check=True, stdout=subprocess.DEVNULL,
             )
     finally:
@@ -117,13 +122,31 @@ def main() -> None:
     p.add_argument("--server-arg", action="append", default=[],
                    help="one more argument for ferrule (repeat: --server-arg=--metrics-bind "
                         "--server-arg=127.0.0.1:9100)")
+    p.add_argument("--https", action="store_true",
+                   help="serve HTTPS (a certificate made here) and run wrk over https")
+    p.add_argument("--close", action="store_true",
+                   help="a new connection per request (with --https: a handshake each)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        server_args, scheme = list(a.server_arg), "http"
+        if a.https:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                 "-days", "2", "-subj", "/CN=localhost"],
+                check=True, capture_output=True)
+            server_args += ["--ssl-certfile", cert, "--ssl-keyfile", key]
+            scheme = "https"
         for app in a.apps.split(","):
-            base = run_once(a.python, a.pythonpath, app, APPS[app][1], 0, a.conns, a.seconds, os.path.join(tmp, "idle.out"), a.server_arg)
-            full = run_once(a.python, a.pythonpath, app, APPS[app][1], a.requests, a.conns, a.seconds, os.path.join(tmp, "load.out"), a.server_arg)
+            base = run_once(a.python, a.pythonpath, app, APPS[app][1], 0, a.conns, a.seconds,
+                            os.path.join(tmp, "idle.out"), server_args, scheme, a.close)
+            full = run_once(a.python, a.pythonpath, app, APPS[app][1], a.requests, a.conns,
+                            a.seconds, os.path.join(tmp, "load.out"), server_args, scheme,
+                            a.close)
             per = (full - base) / a.requests
             row = {"label": a.label, "app": app, "requests": a.requests,
+                   "scheme": scheme, "close": a.close,
                    "instructions_per_request": round(per)}
             print(json.dumps(row), flush=True)
             if a.json:

@@ -41,6 +41,9 @@ CASES = [
 FILE_CASES = ["file1k", "file100k", "file10m", "rawfile1k", "rawfile100k", "rawfile10m"]
 CASE_BY_NAME = {c.name: c for c in CASES}
 QUICK_CASES = ["hello", "seed", "starlette-plain", "stream10x1k"]
+# `--tls`: the HTTPS run's apps (keep-alive at 64 connections, and new
+# connections with a handshake each).
+TLS_CASES = ["hello", "starlette-plain"]
 # The new-connection scenario (close16) measures connection set-up, which the
 # app barely changes: it runs on the two raw apps only, to keep a full run
 # within an hour on 2 cores.

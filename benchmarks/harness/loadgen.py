@@ -8,6 +8,7 @@ import subprocess
 
 import time
 
+from . import tls
 from .util import CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, tree_cpu_seconds
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def wrk(port: int, path: str, conns: int, duration: int, *, close: bool = False,
         argv += ["-H", "Connection: close"]
     if lua:
         argv += ["-s", os.path.join(LUA_DIR, lua)]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(f"{tls.scheme()}://127.0.0.1:{port}{path}")
     cpu0 = tree_cpu_seconds(server_pid) if server_pid else None
     busy0, t0 = cpu_busy_seconds(SERVER_CPU), time.monotonic()
     p = subprocess.run(argv, capture_output=True, text=True,

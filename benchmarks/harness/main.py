@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -13,8 +14,8 @@ import sys
 import time
 import traceback
 
-from . import memory, report, wire
-from .cases import CASE_BY_NAME, CASES, FILE_CASES, QUICK_CASES
+from . import memory, report, tls, wire
+from .cases import CASE_BY_NAME, CASES, FILE_CASES, QUICK_CASES, TLS_CASES
 from .loadgen import SCENARIOS, combine, wrk
 from .servers import BENCH_DIR, SERVER_CLASSES, SERVER_ORDER, Running
 from .util import exit_on_sigterm, log, set_log_file
@@ -47,6 +48,10 @@ def parse_args(argv=None):
                    "0 = one run of the whole duration)")
     p.add_argument("--warmup", type=int, default=None,
                    help="warm-up seconds per server and app, 64 connections (default 1)")
+    p.add_argument("--tls", action="store_true",
+                   help="HTTPS: every server with the same certificate, wrk over https; "
+                        "hello and starlette-plain at 64 keep-alive connections and new "
+                        "connections (a handshake each); no wire or memory checks")
     p.add_argument("--no-perf", action="store_true", help="skip the wrk measurements")
     p.add_argument("--no-wire", action="store_true", help="skip the wire checks")
     p.add_argument("--no-memory", action="store_true", help="skip the memory checks")
@@ -119,7 +124,12 @@ def main(argv=None) -> int:
     for c in case_names:
         if c not in CASE_BY_NAME:
             sys.exit(f"unknown app {c!r}; choose from {', '.join(CASE_BY_NAME)}")
+    if a.tls and not a.apps:
+        case_names = TLS_CASES
     cases = [CASE_BY_NAME[c] for c in case_names]
+    if a.tls:
+        # Keep-alive throughput, and handshakes per second.
+        cases = [dataclasses.replace(c, scenarios=("ka64", "close16")) for c in cases]
     wanted = [s.strip() for s in a.servers.split(",") if s.strip()]
     for s in wanted:
         if s not in SERVER_CLASSES:
@@ -133,6 +143,13 @@ def main(argv=None) -> int:
     set_log_file(os.path.join(workdir, "run.log"))
     t_start = time.time()
     notes: list[str] = []
+    if a.tls:
+        tls.setup(workdir)
+        a.no_wire = a.no_memory = True
+        notes.append("HTTPS run (`--tls`): every server has the same ECDSA P-256 certificate; "
+                     "wrk (OpenSSL) connects over https without session resumption, so each "
+                     "new connection is a full handshake. Wire and memory checks are not run "
+                     "(see benchmarks/checks/tls_idle_memory.py for ferrule's memory).")
 
     for tool in ("wrk", "strace", "tcpdump", "taskset"):
         if not shutil.which(tool):

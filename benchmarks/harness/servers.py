@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from . import tls
 from .util import SERVER_CPU, descendants, log
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +62,7 @@ class Uvicorn(Server):
                 "--host", "127.0.0.1", "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--workers", "1",
                 "--no-access-log", "--log-level", "warning",
-                "--timeout-keep-alive", str(KEEPALIVE_S)]
+                "--timeout-keep-alive", str(KEEPALIVE_S)] + tls.server_args("uvicorn")
 
 
 class Hypercorn(Server):
@@ -71,7 +72,7 @@ class Hypercorn(Server):
         return [os.path.join(VENV_BIN, "hypercorn"), f"{module}:app",
                 "--bind", f"127.0.0.1:{port}", "--workers", "1",
                 "--worker-class", "uvloop",  # same loop as uvicorn and granian
-                "--log-level", "warning", "--keep-alive", str(KEEPALIVE_S)]
+                "--log-level", "warning", "--keep-alive", str(KEEPALIVE_S)] + tls.server_args("hypercorn")
 
 
 class Granian(Server):
@@ -86,6 +87,7 @@ class Granian(Server):
                 "--workers", "1", "--http", "1", "--no-ws", "--loop", "uvloop",
                 "--log-level", "warning", "--no-access-log",
                 "--http1-header-read-timeout", "60000",
+                *tls.server_args("granian"),
                 f"{module}:app"]
 
 
@@ -128,7 +130,7 @@ class Ferrule(Server):
         flag = self.keepalive_flag()
         if flag:
             a += [flag, str(KEEPALIVE_S)]
-        return a
+        return a + tls.server_args("ferrule")
 
     def keepalive_flag(self) -> str | None:
         for flag in ("--timeout-keep-alive", "--keep-alive-timeout", "--keep-alive"):
@@ -160,7 +162,7 @@ http {{
     uwsgi_temp_path {workdir}/nginx-tmp/uwsgi;
     scgi_temp_path {workdir}/nginx-tmp/scgi;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port}{ssl} backlog=4096;{ssl_files}
         location / {{
             return 200 "Hello, world!";
         }}
@@ -196,7 +198,12 @@ class Nginx(Server):
             nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             f.write(NGINX_CONF.format(workdir=self.workdir, port=port, ka=KEEPALIVE_S,
                                       nofile=nofile, conns=max(1024, nofile - 100),
-                                      files=os.path.join(BENCH_DIR, "work", "files")))
+                                      files=os.path.join(BENCH_DIR, "work", "files"),
+                                      ssl=" ssl" if tls.FILES else "",
+                                      ssl_files=(
+                                          f"\n        ssl_certificate {tls.FILES[0]};"
+                                          f"\n        ssl_certificate_key {tls.FILES[1]};"
+                                          if tls.FILES else "")))
         return [shutil.which("nginx") or "nginx", "-c", conf, "-p", self.workdir]
 
     def describe(self):
@@ -234,7 +241,9 @@ class Running:
             if self.proc.poll() is not None:
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as raw:
+                    s = (tls.client_context().wrap_socket(raw, server_hostname="localhost")
+                         if tls.FILES else raw)
                     s.sendall(req)
                     data = s.recv(64)
                     if data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200"):

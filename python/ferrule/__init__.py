@@ -96,9 +96,9 @@ def run(
             "'reload' or 'workers'."
         )
         raise SystemExit(3)
-    unsupported = config.unsupported()
-    if unsupported is not None:
-        logger.error("%s", unsupported)
+    problem = config.startup_error()
+    if problem is not None:
+        logger.error("%s", problem)
         raise SystemExit(1)
     for line in config.notices():
         logger.warning("%s", line)

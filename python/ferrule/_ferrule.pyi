@@ -51,6 +51,9 @@ class RequestTask:
     def set_name(self, value: object) -> None: ...
     def get_stack(self, *, limit: int | None = None) -> list[Any]: ...
 
+class TlsError(ValueError):
+    """The TLS options cannot be served (one line naming flag and file)."""
+
 class Engine:
     """A listening socket plus the tokio runtime that serves it; also the
     selector behind ferrule's asyncio loop."""
@@ -90,3 +93,11 @@ class Engine:
     def shutdown(self) -> None: ...
     def in_flight(self) -> int: ...
     def stats(self) -> dict[str, int]: ...
+    @staticmethod
+    def check_tls(options: Mapping[str, Any]) -> None:
+        """Loads the TLS files as ``__init__`` would; raises TlsError."""
+    def reload_tls(self) -> str | None:
+        """Reads the TLS files again (new handshakes use them); the reason
+        they cannot be used, or None."""
+    @property
+    def tls(self) -> bool: ...

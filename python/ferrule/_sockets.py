@@ -51,7 +51,7 @@ def bind(config: Config) -> socket.socket:
     return sock
 
 
-def announce(sock: socket.socket) -> None:
+def announce(sock: socket.socket, scheme: str = "http") -> None:
     """Logs where the server listens, in uvicorn's words."""
     if sock.family == socket.AF_UNIX:
         logger.info(
@@ -62,7 +62,10 @@ def announce(sock: socket.socket) -> None:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         logger.info(
-            "Ferrule running on http://%s:%d (Press CTRL+C to quit)", shown, port
+            "Ferrule running on %s://%s:%d (Press CTRL+C to quit)",
+            scheme,
+            shown,
+            port,
         )
 
 

@@ -311,9 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(f"{settings.source('log_config')}: {exc.message}")
 
-    unsupported = config.unsupported()
-    if unsupported is not None:
-        _fail(unsupported, 1)
+    # A TLS file that cannot be used: one line naming it, as for a bad flag.
+    problem = config.startup_error()
+    if problem is not None:
+        _fail(problem, 2)
     if env_file is not None:
         logs.error_logger.info("Loading environment from '%s'", env_file)
     for name, what in (

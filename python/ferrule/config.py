@@ -137,6 +137,8 @@ class Config:
         ssl_cert_reqs: int = int(ssl.CERT_NONE),
         ssl_ca_certs: str | os.PathLike[str] | None = None,
         ssl_ciphers: str | None = None,
+        ssl_and_plain: bool = False,
+        ssl_refuse_plain: bool = False,
     ) -> None:
         if not (isinstance(app, str) or callable(app)):
             raise ConfigError(
@@ -301,6 +303,8 @@ class Config:
         self.ssl_cert_reqs: int = _valid("ssl_cert_reqs", ssl_cert_reqs)
         self.ssl_ca_certs: str | None = _valid("ssl_ca_certs", ssl_ca_certs)
         self.ssl_ciphers: str | None = _valid("ssl_ciphers", ssl_ciphers)
+        self.ssl_and_plain: bool = _valid("ssl_and_plain", ssl_and_plain)
+        self.ssl_refuse_plain: bool = _valid("ssl_refuse_plain", ssl_refuse_plain)
 
         self.loaded_app: ASGIApp | None = None
 
@@ -389,30 +393,59 @@ class Config:
         # its parent's socket as ``fd`` while ``uds`` still names its file.
         if self.fd is not None:
             result["uds"] = None
+        # ... and paths as text.
+        for name in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"):
+            if result[name] is not None:
+                result[name] = os.fspath(result[name])
         return result
 
-    # ------------------------------------------------- not served yet
+    # ------------------------------------------------------------------ TLS
 
     @property
     def is_ssl(self) -> bool:
         """TLS was asked for (a certificate or key file)."""
         return bool(self.ssl_certfile or self.ssl_keyfile)
 
-    def unsupported(self) -> str | None:
-        """Why this configuration cannot be served, or None: ferrule never
-        serves plain HTTP to a user who asked for TLS."""
-        if self.is_ssl:
-            flag = "--ssl-certfile" if self.ssl_certfile else "--ssl-keyfile"
-            return f"TLS ({flag}) is not supported by this ferrule version"
+    def startup_error(self) -> str | None:
+        """Why this configuration cannot be served, as one line naming the
+        flag and the file (the TLS files are loaded as the engine will load
+        them), or None."""
+        if not self.is_ssl:
+            return None
+        from ._ferrule import Engine, TlsError
+
+        try:
+            Engine.check_tls(self.engine_options())
+        except TlsError as exc:
+            return str(exc)
         return None
 
     def notices(self) -> list[str]:
         """One line per option given that ferrule accepts but does not act on
         yet (logged at start-up on ``ferrule.error``)."""
-        lines = []
+        lines = self._tls_notices()
         if self.http2:
             lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
         return lines
+
+    def _tls_notices(self) -> list[str]:
+        """TLS options that cannot apply: without a certificate (uvicorn
+        ignores them too), or --ssl-refuse-plain on a port that serves plain
+        HTTP anyway."""
+        if not self.is_ssl:
+            given = [
+                option.flag
+                for option in options.OPTIONS
+                if option.name.startswith("ssl_")
+                and getattr(self, option.name) != option.default
+            ]
+            if given:
+                ignored = ", ".join(given)
+                return [f"{ignored} ignored: no --ssl-certfile (serving plain HTTP)"]
+            return []
+        if self.ssl_refuse_plain and self.ssl_and_plain:
+            return ["--ssl-refuse-plain ignored: --ssl-and-plain serves plain HTTP"]
+        return []
 
     # --------------------------------------------------------------- misc
 

@@ -931,56 +931,86 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ssl_keyfile",
         None,
-        "TLS key file; TLS is not supported yet, so giving it fails at start-up.",
+        "TLS private key file, PEM (PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 "
+        "with --ssl-keyfile-password); without it the key is read from "
+        "--ssl-certfile.",
         _path("a file path"),
         metavar="PATH",
+        engine=True,
     ),
     Option(
         "ssl_certfile",
         None,
-        "TLS certificate file; TLS is not supported yet, so giving it fails at "
-        "start-up.",
+        "TLS certificate file, PEM (the server's certificate first, then its "
+        "chain); serves HTTPS.",
         _path("a file path"),
         metavar="PATH",
+        engine=True,
     ),
     Option(
         "ssl_keyfile_password",
         None,
-        "Password of the TLS key file (only with --ssl-certfile).",
+        "Password of an encrypted --ssl-keyfile.",
         _optional_text,
         metavar="TEXT",
+        engine=True,
     ),
     Option(
         "ssl_version",
         int(ssl.PROTOCOL_TLS_SERVER),
-        "TLS protocol version, as the ssl module numbers it (only with --ssl-certfile).",
+        "TLS versions, as the ssl module numbers them: 17 or 2 negotiate TLS 1.2 "
+        "or 1.3, 5 is TLS 1.2 only; 771/772 (ssl.TLSVersion) set the lowest "
+        "version; older versions are refused.",
         _integer(minimum=0),
         _parse_int,
         metavar="N",
+        engine=True,
     ),
     Option(
         "ssl_cert_reqs",
         int(ssl.CERT_NONE),
-        "Whether a client certificate is required, as ssl.CERT_* numbers it "
-        "(only with --ssl-certfile).",
+        "Client certificates, as ssl.CERT_* numbers them: 0 none, 1 optional, "
+        "2 required (verified against --ssl-ca-certs).",
         _integer(minimum=0, maximum=2),
         _parse_int,
         metavar="N",
+        engine=True,
     ),
     Option(
         "ssl_ca_certs",
         None,
-        "CA certificates file for client certificates (only with --ssl-certfile).",
+        "CA certificates file (PEM) that client certificates are verified against.",
         _path("a file path"),
         metavar="PATH",
+        engine=True,
     ),
     Option(
         "ssl_ciphers",
         None,
-        "TLS ciphers, as OpenSSL names them (only with --ssl-certfile).",
+        "TLS 1.2 cipher suites, as an OpenSSL cipher list (names and keywords "
+        "such as ECDHE+AESGCM:!aNULL); unknown names are refused.",
         _optional_text,
         metavar="TEXT",
-        shown_default="OpenSSL's",
+        shown_default="rustls's",
+        engine=True,
+    ),
+    Option(
+        "ssl_and_plain",
+        False,
+        "Serve TLS and plain HTTP on the same port: a connection's first byte "
+        "says which (plain requests see scheme http).",
+        _boolean(),
+        style="switch",
+        engine=True,
+    ),
+    Option(
+        "ssl_refuse_plain",
+        False,
+        "On a TLS-only port, answer a plain HTTP request with a 400 ('plain HTTP "
+        "sent to an HTTPS port') instead of closing the connection.",
+        _boolean(),
+        style="switch",
+        engine=True,
     ),
     # uvicorn's event loop and HTTP parser choices: ferrule's engine is both,
     # so these are accepted for uvicorn command lines and only noted.

@@ -291,7 +291,7 @@ class Reloader:
             "Will watch for changes in these directories: %s",
             [str(d) for d in self.dirs],
         )
-        announce(sock)
+        announce(sock, "https" if self.config.is_ssl else "http")
 
         def stop(signum: int, frame: object) -> None:
             self.should_exit = True

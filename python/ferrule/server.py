@@ -191,10 +191,9 @@ class Server:
 
     def _run(self) -> int:
         config = self.config
-        unsupported = config.unsupported()
-        if unsupported is not None:
-            # Never plain HTTP to a user who asked for TLS.
-            logger.error("%s", unsupported)
+        problem = config.startup_error()
+        if problem is not None:
+            logger.error("%s", problem)
             return 1
         app = config.load_app()
         if logger.isEnabledFor(logs.TRACE_LOG_LEVEL):
@@ -251,6 +250,23 @@ class Server:
             self.force_exit = True
         self.should_exit = True
 
+    def _reload_tls(self, loop: asyncio.AbstractEventLoop, engine: Engine) -> None:
+        """SIGHUP: new handshakes get the certificate and key files as they
+        are now; open connections keep theirs; a bad file keeps the old."""
+
+        def done(future: asyncio.Future[str | None]) -> None:
+            problem = future.result()
+            if problem is None:
+                logger.info("Reloaded the TLS certificate (SIGHUP)")
+            else:
+                logger.error(
+                    "TLS certificate not reloaded, still serving the old one: %s",
+                    problem,
+                )
+
+        # Reading files and decrypting a key: off the loop thread.
+        loop.run_in_executor(None, engine.reload_tls).add_done_callback(done)
+
     # ------------------------------------------------------------ internals
 
     async def _serve(
@@ -267,6 +283,11 @@ class Server:
         if in_main:
             for sig in _HANDLED_SIGNALS:
                 loop.add_signal_handler(sig, self.handle_exit, sig)
+        # SIGHUP reloads the TLS certificate of a single-process server (a
+        # worker's SIGHUP is its supervisor's business: it replaces workers).
+        reload_tls = in_main and engine.tls and self.link is None
+        if reload_tls:
+            loop.add_signal_handler(signal.SIGHUP, self._reload_tls, loop, engine)
         try:
             lifespan = Lifespan(app, config.lifespan, logger)
             try:
@@ -319,7 +340,8 @@ class Server:
             else:
                 shown = f"[{host}]" if ":" in host else host
                 logger.info(
-                    "Ferrule running on http://%s:%d (Press CTRL+C to quit)",
+                    "Ferrule running on %s://%s:%d (Press CTRL+C to quit)",
+                    "https" if config.is_ssl else "http",
                     shown,
                     port,
                 )
@@ -359,6 +381,8 @@ class Server:
             if in_main:
                 for sig in _HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
+            if reload_tls:
+                loop.remove_signal_handler(signal.SIGHUP)
 
     async def _shutdown(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         logger.info("Shutting down")

@@ -132,7 +132,7 @@ class Supervisor:
         except OSError as exc:
             self._close_sockets()
             return startup_failure(self.config, exc)
-        announce(self._sockets[0])
+        announce(self._sockets[0], "https" if self.config.is_ssl else "http")
         logger.info("Started parent process [%d]", os.getpid())
         selector = self._selector = selectors.DefaultSelector()
         wake_r, wake_w = self._wake = socket.socketpair()

@@ -44,6 +44,9 @@ pub struct ConnEntry {
     /// `(client, server)` scope tuples, built once per connection.
     pub client: Py<PyAny>,
     pub server: Py<PyAny>,
+    /// The scope's `tls` extension dict (TLS connections), built once per
+    /// connection and copied per request.
+    pub tls: Option<Py<PyDict>>,
     /// The futures of a `receive()` and a `send()` waiting on the engine.
     pub recv_waiter: Option<Py<PyAny>>,
     pub send_waiter: Option<Py<PyAny>>,

@@ -23,7 +23,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::context::{Bridge, ConnEntry};
 use super::errors::{is_fatal, log_error, ClientDisconnected};
-use super::scope::{addr_tuple, build_scope};
+use super::scope::{addr_tuple, build_scope, tls_extension};
 use super::task::{self, RequestTask, TaskOwner};
 
 /// What the access log needs once the response is complete.
@@ -471,18 +471,26 @@ pub fn start_app(
     // run the GC, and a finalizer may call receive() or send()): tuples are
     // built, and old waiters dropped, outside the lock.
     let known = bridge.conns().get_mut(&id).map(|e| {
-        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py));
+        let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
+        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
         (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
     });
     let (addrs, stale) = match known {
         Some((addrs, stale)) => (Ok(addrs), Some(stale)),
         None => {
-            let addrs = addr_tuple(py, exchange.peer().as_ref())
-                .and_then(|c| Ok((c, addr_tuple(py, exchange.local().as_ref())?)));
-            if let Ok((client, server)) = &addrs {
+            let addrs = addr_tuple(py, exchange.peer().as_ref()).and_then(|c| {
+                let server = addr_tuple(py, exchange.local().as_ref())?;
+                let tls = match exchange.tls() {
+                    Some(info) => Some(tls_extension(py, &info)?.unbind()),
+                    None => None,
+                };
+                Ok((c, server, tls))
+            });
+            if let Ok((client, server, tls)) = &addrs {
                 let entry = ConnEntry {
                     client: client.clone_ref(py),
                     server: server.clone_ref(py),
+                    tls: tls.as_ref().map(|t| t.clone_ref(py)),
                     recv_waiter: None,
                     send_waiter: None,
                 };
@@ -508,8 +516,16 @@ pub fn start_app(
         log: Mutex::new(log),
     });
     let run = || -> PyResult<()> {
-        let (client, server) = addrs?;
-        let scope = build_scope(py, &bridge.scope, head, forwarded, &client, &server)?;
+        let (client, server, tls) = addrs?;
+        let scope = build_scope(
+            py,
+            &bridge.scope,
+            head,
+            forwarded,
+            &client,
+            &server,
+            tls.as_ref(),
+        )?;
         let receive = Py::new(
             py,
             Receive {

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
+use ferrule_engine::net::tls::TlsInfo;
 use ferrule_engine::proto::h1::{RequestHead, Version};
 use ferrule_engine::server::exchange::Forwarded;
 use pyo3::intern;
@@ -103,6 +104,7 @@ pub fn build_scope<'py>(
     forwarded: Forwarded<'_>,
     client: &Py<PyAny>,
     server: &Py<PyAny>,
+    tls: Option<&Py<PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Copying a template that already holds every key (constants filled
     // in) is a memcpy of its table; setting the rest then never resizes.
@@ -117,6 +119,7 @@ pub fn build_scope<'py>(
     // --proxy-headers: a trusted proxy's X-Forwarded-Proto/-For win.
     let scheme = match forwarded.scheme {
         Some(s) => PyString::intern(py, s),
+        None if tls.is_some() => intern!(py, "https").clone(),
         None => intern!(py, "http").clone(),
     };
     d.set_item(intern!(py, "scheme"), scheme)?;
@@ -176,7 +179,33 @@ pub fn build_scope<'py>(
         };
         d.set_item(intern!(py, "state"), copy)?;
     }
-    d.set_item(intern!(py, "extensions"), t.extensions.bind(py).copy()?)?;
+    let extensions = t.extensions.bind(py).copy()?;
+    if let Some(tls) = tls {
+        // The connection's dict, copied: an app may change its own.
+        extensions.set_item(intern!(py, "tls"), tls.bind(py).copy()?)?;
+    }
+    d.set_item(intern!(py, "extensions"), extensions)?;
+    Ok(d)
+}
+
+/// The ASGI TLS extension's dict for a connection (built once per
+/// connection: the PEM strings are its cost).
+pub fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "server_cert"), &*tls.server_cert)?;
+    d.set_item(
+        intern!(py, "client_cert_chain"),
+        PyList::new(py, &tls.client_cert_chain)?,
+    )?;
+    d.set_item(
+        intern!(py, "client_cert_name"),
+        tls.client_cert_name.as_deref(),
+    )?;
+    // rustls ends the handshake on a certificate that does not verify, so
+    // a request never sees one.
+    d.set_item(intern!(py, "client_cert_error"), py.None())?;
+    d.set_item(intern!(py, "tls_version"), tls.tls_version)?;
+    d.set_item(intern!(py, "cipher_suite"), tls.cipher_suite)?;
     Ok(d)
 }
 
@@ -224,6 +253,9 @@ impl ScopeTemplate {
 /// The `websocket` scope of an upgrade request (ASGI 2.4): built afresh
 /// (WebSockets are long-lived; the template's speed is not needed), with
 /// the same path, headers and address rules as the `http` scope.
+// The http scope's arguments plus the subprotocols: a struct for one call
+// site would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn build_ws_scope<'py>(
     py: Python<'py>,
     t: &ScopeTemplate,
@@ -231,9 +263,10 @@ pub fn build_ws_scope<'py>(
     forwarded: Forwarded<'_>,
     client: &Py<PyAny>,
     server: &Py<PyAny>,
+    tls: Option<&Py<PyDict>>,
     subprotocols: &[&str],
 ) -> PyResult<Bound<'py, PyDict>> {
-    let http = build_scope(py, t, head, forwarded, client, server)?;
+    let http = build_scope(py, t, head, forwarded, client, server, tls)?;
     let d = PyDict::new(py);
     d.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
     for key in [
@@ -269,6 +302,9 @@ pub fn build_ws_scope<'py>(
     }
     let ext = PyDict::new(py);
     ext.set_item("websocket.http.response", PyDict::new(py))?;
+    if let Some(tls) = tls {
+        ext.set_item(intern!(py, "tls"), tls.bind(py).copy()?)?;
+    }
     d.set_item(intern!(py, "extensions"), ext)?;
     Ok(d)
 }

@@ -20,7 +20,7 @@ use super::http::{
     bytes_of, disconnected, header_bytes, header_pairs, ready, resolve, send_error, truthy,
     unexpected,
 };
-use super::scope::{addr_tuple, build_ws_scope};
+use super::scope::{addr_tuple, build_ws_scope, tls_extension};
 use super::task::{self, RequestTask, TaskOwner};
 
 /// The bridge's side of one WebSocket.
@@ -314,18 +314,26 @@ pub fn start_ws_app(
     let refs = &bridge.refs;
     let id = exchange.id();
     let known = bridge.conns().get_mut(&id).map(|e| {
-        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py));
+        let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
+        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
         (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
     });
     let (addrs, stale) = match known {
         Some((addrs, stale)) => (Ok(addrs), Some(stale)),
         None => {
-            let addrs = addr_tuple(py, exchange.peer().as_ref())
-                .and_then(|c| Ok((c, addr_tuple(py, exchange.local().as_ref())?)));
-            if let Ok((client, server)) = &addrs {
+            let addrs = addr_tuple(py, exchange.peer().as_ref()).and_then(|c| {
+                let server = addr_tuple(py, exchange.local().as_ref())?;
+                let tls = match exchange.tls() {
+                    Some(info) => Some(tls_extension(py, &info)?.unbind()),
+                    None => None,
+                };
+                Ok((c, server, tls))
+            });
+            if let Ok((client, server, tls)) = &addrs {
                 let entry = ConnEntry {
                     client: client.clone_ref(py),
                     server: server.clone_ref(py),
+                    tls: tls.as_ref().map(|t| t.clone_ref(py)),
                     recv_waiter: None,
                     send_waiter: None,
                 };
@@ -346,7 +354,7 @@ pub fn start_ws_app(
         line: format!("{client} - \"WebSocket {target}\""),
     });
     let run = || -> PyResult<()> {
-        let (client, server) = addrs?;
+        let (client, server, tls) = addrs?;
         let forwarded = exchange.forwarded(head);
         let protocols = subprotocols(head);
         let scope = build_ws_scope(
@@ -356,6 +364,7 @@ pub fn start_ws_app(
             forwarded,
             &client,
             &server,
+            tls.as_ref(),
             &protocols,
         )?;
         let receive = Py::new(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ferrule_engine::net::proxy::TrustedProxies;
+use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings};
 use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
 use ferrule_engine::server::config::{ServerConfig, WsConfig};
 use ferrule_engine::server::exchange::Event;
@@ -20,10 +21,17 @@ use crate::bridge::dispatch::dispatch;
 use crate::bridge::scope::ScopeTemplate;
 use crate::bridge::task::{RequestTask, TaskEnv};
 
+pyo3::create_exception!(
+    _ferrule,
+    TlsError,
+    pyo3::exceptions::PyValueError,
+    "The TLS options cannot be served: one line naming the flag and the file."
+);
+
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 26] = [
+const OPTIONS: [&str; 35] = [
     "host",
     "port",
     "fd",
@@ -50,7 +58,51 @@ const OPTIONS: [&str; 26] = [
     "ws_ping_interval",
     "ws_ping_timeout",
     "ws_per_message_deflate",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_keyfile_password",
+    "ssl_version",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ciphers",
+    "ssl_and_plain",
+    "ssl_refuse_plain",
 ];
+
+/// The TLS settings in the options (None: no certificate, plain HTTP).
+fn tls_settings(d: &Bound<'_, PyDict>) -> PyResult<Option<TlsSettings>> {
+    let certfile: Option<String> = item(d, "ssl_certfile")?.extract()?;
+    let keyfile: Option<String> = item(d, "ssl_keyfile")?.extract()?;
+    let Some(certfile) = certfile else {
+        if keyfile.is_some() {
+            return Err(TlsError::new_err(
+                "--ssl-keyfile needs --ssl-certfile (the certificate that goes with the key)",
+            ));
+        }
+        return Ok(None);
+    };
+    Ok(Some(TlsSettings {
+        certfile,
+        keyfile,
+        password: item(d, "ssl_keyfile_password")?.extract()?,
+        version: item(d, "ssl_version")?.extract()?,
+        cert_reqs: item(d, "ssl_cert_reqs")?.extract()?,
+        ca_certs: item(d, "ssl_ca_certs")?.extract()?,
+        ciphers: item(d, "ssl_ciphers")?.extract()?,
+        and_plain: item(d, "ssl_and_plain")?.extract()?,
+        refuse_plain: item(d, "ssl_refuse_plain")?.extract()?,
+    }))
+}
+
+/// The TLS acceptor the options ask for, its files loaded.
+fn tls_acceptor(d: &Bound<'_, PyDict>) -> PyResult<Option<Arc<TlsAcceptor>>> {
+    match tls_settings(d)? {
+        None => Ok(None),
+        Some(s) => TlsAcceptor::new(s)
+            .map(|a| Some(Arc::new(a)))
+            .map_err(|e| TlsError::new_err(e.to_string())),
+    }
+}
 
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct Engine {
@@ -166,6 +218,7 @@ impl Engine {
                     per_message_deflate: item(d, "ws_per_message_deflate")?.extract()?,
                 })
             },
+            tls: tls_acceptor(d)?,
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;
@@ -187,6 +240,30 @@ impl Engine {
             ready: Mutex::new(Vec::with_capacity(64)),
             batch: Mutex::new(Vec::with_capacity(64)),
         })
+    }
+
+    /// Loads the TLS files the options name, as the engine would, and
+    /// raises `TlsError` with one line naming the flag and file if they
+    /// cannot be served (the command line checks before it binds).
+    #[staticmethod]
+    fn check_tls(options: &Bound<'_, PyDict>) -> PyResult<()> {
+        tls_acceptor(options).map(|_| ())
+    }
+
+    /// Reads the TLS certificate and key files again (SIGHUP): new
+    /// handshakes use them, open connections keep theirs. Returns the
+    /// reason as one line if the new files cannot be used (the old ones
+    /// stay), None if reloaded or not serving TLS.
+    fn reload_tls(&self, py: Python<'_>) -> Option<String> {
+        let tls = self.core.shared().cfg.tls.as_ref()?;
+        // File reads and key decryption: not under the GIL.
+        py.detach(|| tls.reload().err().map(|e| e.to_string()))
+    }
+
+    /// True when the engine serves TLS.
+    #[getter]
+    fn tls(&self) -> bool {
+        self.core.shared().cfg.tls.is_some()
     }
 
     /// `(host, port)` actually bound (port 0 resolved).

@@ -1,16 +1,23 @@
-//! A connection's socket: TCP, or a Unix domain socket (`--uds`). Both are
-//! driven the same way; only TCP has Nagle and delayed ACKs to manage.
+//! A connection's socket: TCP, or a Unix domain socket (`--uds`), either
+//! of them possibly under TLS. All are driven the same way (the drivers see
+//! plaintext); only TCP has Nagle and delayed ACKs to manage.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::tls::{TlsInfo, TlsStream};
+
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over one of the others (or, on a port shared with plain HTTP,
+    /// possibly plain after all): see `net::tls`.
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
@@ -18,6 +25,25 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.readable().await,
             Stream::Unix(s) => s.readable().await,
+            Stream::Tls(s) => s.readable().await,
+        }
+    }
+
+    /// The socket's own readiness, for the TLS layer (a TLS stream never
+    /// wraps another).
+    pub(super) async fn socket_readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+            Stream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    pub(super) async fn socket_writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+            Stream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -25,6 +51,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.writable().await,
             Stream::Unix(s) => s.writable().await,
+            Stream::Tls(s) => s.writable().await,
         }
     }
 
@@ -32,20 +59,99 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_read_buf(buf),
             Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::Tls(s) => s.try_read_buf(buf),
         }
     }
 
+    /// The socket's bytes (under TLS: ciphertext; used by the TLS layer).
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tls(s) => s.inner().try_read(buf),
+        }
+    }
+
+    /// Raw bytes to the socket (under TLS: ciphertext, for the TLS layer).
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_write(buf),
             Stream::Unix(s) => s.try_write(buf),
+            Stream::Tls(s) => s.inner().try_write(buf),
         }
+    }
+
+    pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+            Stream::Tls(s) => s.inner().try_write_vectored(bufs),
+        }
+    }
+
+    /// A short read drained the socket: drop tokio's cached readiness now
+    /// instead of paying a read syscall that returns EAGAIN next time (an
+    /// edge arriving after the read sets it again). Under TLS a short
+    /// plaintext read says nothing of the socket: the TLS layer does this
+    /// itself for its ciphertext reads.
+    pub fn clear_read_ready(&self) {
+        if let Stream::Tls(s) = self {
+            if s.reads_raw() {
+                s.inner().clear_read_ready();
+            }
+            return;
+        }
+        let _ = self.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+
+    /// The `tls` scope extension's values (None: not TLS, or the handshake
+    /// is not done).
+    pub fn tls_info(&self) -> Option<Arc<TlsInfo>> {
+        match self {
+            Stream::Tls(s) => s.info(),
+            _ => None,
+        }
+    }
+
+    /// A TLS handshake is due or under way (see `TlsStream::handshake_pending`).
+    pub fn handshake_pending(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.handshake_pending())
+    }
+
+    /// Why TLS failed on this connection, if it did (for the debug line).
+    pub fn tls_error(&self) -> Option<String> {
+        match self {
+            Stream::Tls(s) => s.error(),
+            _ => None,
+        }
+    }
+
+    /// `--proxy-protocol` under TLS: the PROXY header was read; `buf` holds
+    /// what followed it (see `TlsStream::end_raw`).
+    pub fn end_raw(&self, buf: &mut BytesMut) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.end_raw(buf),
+            _ => Ok(()),
+        }
+    }
+
+    /// Half-closes the sending side (FIN), after TLS's close_notify.
+    pub fn shutdown_write(&self) {
+        if let Stream::Tls(s) = self {
+            s.close_notify();
+        }
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
     }
 
     /// `send(2)` of `buf`; with `more`, `MSG_MORE` tells the kernel that
     /// more data follows at once (a file's body after its head), so the head
     /// does not leave in a segment of its own.
     pub fn try_send(&self, buf: &[u8], more: bool) -> io::Result<usize> {
+        if let Stream::Tls(s) = self {
+            return s.try_send(buf, more);
+        }
         if !more || !self.is_tcp() {
             return self.try_write(buf);
         }
@@ -78,6 +184,9 @@ impl Stream {
         offset: &mut u64,
         count: usize,
     ) -> io::Result<usize> {
+        if let Stream::Tls(s) = self {
+            return s.try_sendfile(file, offset, count);
+        }
         let fd = self.as_raw_fd();
         let src = file.as_raw_fd();
         self.try_io(Interest::WRITABLE, || {
@@ -104,11 +213,16 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_io(interest, f),
             Stream::Unix(s) => s.try_io(interest, f),
+            Stream::Tls(s) => s.inner().try_io(interest, f),
         }
     }
 
     pub fn is_tcp(&self) -> bool {
-        matches!(self, Stream::Tcp(_))
+        match self {
+            Stream::Tcp(_) => true,
+            Stream::Unix(_) => false,
+            Stream::Tls(s) => s.inner().is_tcp(),
+        }
     }
 
     /// Wire rule 5: ACK now (TCP only), so a client whose request head
@@ -138,6 +252,7 @@ impl AsFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.inner().as_fd(),
         }
     }
 }

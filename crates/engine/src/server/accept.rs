@@ -23,6 +23,11 @@ pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                     Some(p) => format!("Connection {id} opened from {p}"),
                     None => format!("Connection {id} opened (unix socket)"),
                 });
+                // TLS is a transport: the driver sees plaintext either way.
+                let stream = match &shared.cfg.tls {
+                    Some(tls) => tls.wrap(stream, shared.cfg.proxy_protocol.is_some()),
+                    None => stream,
+                };
                 let conn = h1::Conn::new(id, stream, peer, local, shared.clone());
                 shared.register(conn.id, conn.clone());
                 shared.exec.spawn(async move {

@@ -40,10 +40,13 @@ pub enum CloseReason {
     WebSocketClosed,
     /// A WebSocket peer did not answer a ping within `--ws-ping-timeout`.
     PingTimeout,
+    /// TLS failed: a bad or truncated handshake, a bad record, a plain
+    /// HTTP request on a TLS-only port, or bytes that are not TLS.
+    TlsError,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::ClientEof,
         CloseReason::Reset,
         CloseReason::KeepAliveTimeout,
@@ -61,6 +64,7 @@ impl CloseReason {
         CloseReason::ProxyUntrusted,
         CloseReason::WebSocketClosed,
         CloseReason::PingTimeout,
+        CloseReason::TlsError,
     ];
 
     /// The stats key suffix (`closed_<name>`).
@@ -83,6 +87,7 @@ impl CloseReason {
             CloseReason::ProxyUntrusted => "proxy_untrusted",
             CloseReason::WebSocketClosed => "websocket_closed",
             CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::TlsError => "tls_error",
         }
     }
 
@@ -107,6 +112,7 @@ impl CloseReason {
                 | CloseReason::ProxyHeader
                 | CloseReason::ProxyUntrusted
                 | CloseReason::PingTimeout
+                | CloseReason::TlsError
         )
     }
 }

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::net::proxy::TrustedProxies;
+use crate::net::tls::TlsAcceptor;
 use crate::proto::h1::{Limits, ResponseDefaults};
 
 pub struct ServerConfig {
@@ -29,6 +32,8 @@ pub struct ServerConfig {
     pub body_buffer: usize,
     /// Unsent response bytes above which `send()` suspends.
     pub write_high_water: usize,
+    /// TLS (`--ssl-*`): None = plain HTTP only.
+    pub tls: Option<Arc<TlsAcceptor>>,
     /// WebSocket upgrades are served; None (`--ws none`): they reach the
     /// app as plain HTTP requests.
     pub ws: Option<WsConfig>,
@@ -81,6 +86,7 @@ impl Default for ServerConfig {
             body_buffer: 64 * 1024,
             write_high_water: 64 * 1024,
             ws: Some(WsConfig::default()),
+            tls: None,
         }
     }
 }

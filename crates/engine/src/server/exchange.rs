@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::net::tls::TlsInfo;
 use crate::proto::h1::{RequestHead, ResponseError};
 
 /// Identifies a connection for the life of the engine.
@@ -167,6 +168,11 @@ pub trait HttpExchange: Send + Sync {
     fn local(&self) -> Option<SocketAddr>;
     /// The `X-Forwarded-*` values to believe for this request.
     fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h>;
+    /// The connection's TLS parameters (the scope's `tls` extension and
+    /// `https`); None on plain HTTP.
+    fn tls(&self) -> Option<Arc<TlsInfo>> {
+        None
+    }
     /// The current request's `seq`.
     fn seq(&self) -> u64;
     /// True once the client is gone: sends fail.
@@ -237,6 +243,10 @@ pub trait WsExchange: Send + Sync {
     fn peer(&self) -> Option<SocketAddr>;
     fn local(&self) -> Option<SocketAddr>;
     fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h>;
+    /// The connection's TLS session (None over plain TCP or a Unix socket).
+    fn tls(&self) -> Option<Arc<TlsInfo>> {
+        None
+    }
     /// Whether `send()` would be refused now (before decoding a message).
     fn check_send(&self) -> Result<(), SendError>;
     /// The handshake is not answered yet (no accept, no denial).

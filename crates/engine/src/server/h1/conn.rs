@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::BytesMut;
-use tokio::io::Interest;
 use tokio::sync::Notify;
 
 use super::super::exchange::{ConnId, Event, HttpExchange};
@@ -255,13 +254,9 @@ impl Conn {
                 Ok(n) => {
                     self.shared.stats.bytes_read.fetch_add(n as u64, Relaxed);
                     if n > 0 && n < spare {
-                        // A short read drained the socket: drop tokio's
-                        // cached readiness now instead of paying a read
-                        // syscall that returns EAGAIN next time. An edge
-                        // arriving after the read sets it again.
-                        let _ = self.stream.try_io(Interest::READABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
+                        // A short read drained the socket (see
+                        // `Stream::clear_read_ready`).
+                        self.stream.clear_read_ready();
                     }
                     return Ok(n);
                 }

@@ -26,7 +26,7 @@ use super::super::exchange::{Event, HttpExchange};
 use super::super::stats::Stats;
 use super::conn::{Conn, WriteError, DRIVER_FILE_CHUNKS, READ_CHUNK};
 use super::state::{BodyReader, Reading, Writing};
-use crate::net::proxy_protocol;
+use crate::net::{proxy_protocol, tls};
 use crate::proto::h1::{
     write_simple_response, BodyFraming, ChunkedDecoder, HeadParser, RequestHead, ResponseEncoder,
 };
@@ -201,7 +201,8 @@ impl Driver {
                     if let Some(client) = header.source {
                         let _ = conn.proxied.set(client);
                     }
-                    return Ok(());
+                    // Under TLS, the bytes after the header pick the transport.
+                    return conn.stream.end_raw(rbuf).map_err(|e| read_error(&e));
                 }
                 Ok(None) if rbuf.len() >= proxy_protocol::MAX_HEADER => {
                     return Err(CloseReason::ProxyHeader)
@@ -214,7 +215,7 @@ impl Driver {
             }
             let n = tokio::select! {
                 biased;
-                r = conn.read_some(rbuf) => r.map_err(|_| CloseReason::Reset)?,
+                r = conn.read_some(rbuf) => r.map_err(|e| read_error(&e))?,
                 _ = timer.as_mut() => return Err(CloseReason::HeaderTimeout),
                 _ = shared.shutdown.notified() => return Err(CloseReason::Shutdown),
             };
@@ -266,7 +267,8 @@ impl Driver {
                     return Err(CloseReason::ProtocolError);
                 }
             }
-            let idle = rbuf.is_empty();
+            // A TLS handshake to do counts as a head that began.
+            let idle = rbuf.is_empty() && !conn.stream.handshake_pending();
             // Stopping: an idle connection gets the drain window for one
             // more request, then closes.
             let drain = if idle {
@@ -288,7 +290,7 @@ impl Driver {
             timer.as_mut().reset(deadline);
             let n = tokio::select! {
                 biased;
-                r = conn.read_some(rbuf) => r.map_err(|_| CloseReason::Reset)?,
+                r = conn.read_some(rbuf) => r.map_err(|e| read_error(&e))?,
                 _ = timer.as_mut() => {
                     return Err(if drain.is_some() {
                         CloseReason::Shutdown
@@ -591,7 +593,7 @@ impl Driver {
             // does not turn our close into an RST that destroys the
             // response in flight.
             let _ = timeout_at(Instant::now() + LINGER * 5, conn.flush()).await;
-            let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
+            conn.stream.shutdown_write();
             let deadline = Instant::now() + LINGER;
             let mut scratch = BytesMut::with_capacity(4096);
             loop {
@@ -613,8 +615,12 @@ impl Driver {
         };
         let had_request = requests > 0;
         shared.debug(|| {
+            let why = match conn.stream.tls_error() {
+                Some(e) => format!(" ({e})"),
+                None => String::new(),
+            };
             format!(
-                "Connection {} closed: {} after {requests} request(s)",
+                "Connection {} closed: {}{why} after {requests} request(s)",
                 conn.id,
                 reason.name()
             )
@@ -625,6 +631,15 @@ impl Driver {
         if had_request {
             shared.push_event(Event::Closed(conn.id));
         }
+    }
+}
+
+/// A failed read: the TLS layer's failures are counted apart from resets.
+fn read_error(e: &std::io::Error) -> CloseReason {
+    if tls::is_tls_failure(e) {
+        CloseReason::TlsError
+    } else {
+        CloseReason::Reset
     }
 }
 

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::super::exchange::{
     AppEnd, Completion, ConnId, Forwarded, HttpExchange, Received, ResponsePart, SendError, Sent,
@@ -17,6 +18,7 @@ use super::super::stats::Stats;
 use super::conn::{Conn, WriteError};
 use super::state::{ConnState, FileSend, Writing};
 use crate::net::proxy;
+use crate::net::tls::TlsInfo;
 use crate::proto::h1::{write_simple_response, RequestHead, CONTINUE_100};
 
 /// Files up to this size are read into the head's write instead of sent by
@@ -213,6 +215,10 @@ impl HttpExchange for Conn {
             }
         }
         fwd
+    }
+
+    fn tls(&self) -> Option<Arc<TlsInfo>> {
+        self.stream.tls_info()
     }
 
     fn seq(&self) -> u64 {

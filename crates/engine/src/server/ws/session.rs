@@ -23,6 +23,7 @@ use super::super::h1::state::Output;
 use super::super::h1::Conn;
 use super::super::shared::{Connection, Shared};
 use super::super::stats::Stats;
+use crate::net::tls::TlsInfo;
 use crate::proto::h1::{
     reason_phrase, write_simple_response, RequestHead, ResponseEncoder, Version,
 };
@@ -346,6 +347,10 @@ impl WsExchange for WsSession {
 
     fn forwarded<'h>(&self, head: &'h RequestHead) -> Forwarded<'h> {
         HttpExchange::forwarded(&*self.conn, head)
+    }
+
+    fn tls(&self) -> Option<Arc<TlsInfo>> {
+        HttpExchange::tls(&*self.conn)
     }
 
     fn check_send(&self) -> Result<(), SendError> {
