@@ -96,8 +96,10 @@ class Engine:
     @staticmethod
     def check_tls(options: Mapping[str, Any]) -> None:
         """Loads the TLS files as ``__init__`` would; raises TlsError."""
+
     def reload_tls(self) -> str | None:
         """Reads the TLS files again (new handshakes use them); the reason
         they cannot be used, or None."""
+
     @property
     def tls(self) -> bool: ...

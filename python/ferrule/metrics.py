@@ -175,6 +175,18 @@ def render(series: Mapping[str, Stats]) -> str:
 
 
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A scrape's request head: all of it within this time, at most this many lines.
+_HEAD_TIMEOUT = 10.0
+_HEAD_LINES = 100
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes:
+    """The request line; the header lines after it are read and ignored."""
+    line = await reader.readline()
+    for _ in range(_HEAD_LINES):
+        if await reader.readline() in (b"\r\n", b"\n", b""):
+            return line
+    raise ValueError("request head too long")
 
 
 def _http_response(status: str, body: bytes, content_type: str) -> bytes:
@@ -195,12 +207,7 @@ async def serve_on_loop(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            # The rest of the head is read and ignored.
-            while True:
-                header = await asyncio.wait_for(reader.readline(), 10)
-                if header in (b"\r\n", b"\n", b""):
-                    break
+            line = await asyncio.wait_for(_read_head(reader), _HEAD_TIMEOUT)
             parts = line.split()
             if (
                 len(parts) >= 2
@@ -215,7 +222,9 @@ async def serve_on_loop(
                 response = _http_response("404 Not Found", b"Not Found\n", "text/plain")
             writer.write(response)
             await writer.drain()
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            # A slow, oversized (readline's ValueError) or broken request:
+            # dropped, without a traceback.
             pass
         finally:
             writer.close()
@@ -242,6 +251,9 @@ class MetricsThread:
                 self.end_headers()
                 self.wfile.write(body)
 
+            # An idle or slow scraper must not hold a thread for ever.
+            timeout = _HEAD_TIMEOUT
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes are not the app's traffic
 
@@ -263,3 +275,8 @@ class MetricsThread:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def close_in_child(self) -> None:
+        """In a forked worker (where the serving thread does not exist):
+        close the inherited listening socket."""
+        self._server.socket.close()

@@ -54,7 +54,8 @@ from ._control import (
 )
 from ._sockets import announce, bind, remove_uds, startup_failure
 from .metrics import GAUGES, MetricsThread, parse_bind
-from .config import Config
+from .config import Config, ConfigError
+from .importer import ImportFromStringError
 
 logger = logging.getLogger("ferrule.error")
 
@@ -121,8 +122,15 @@ class Supervisor:
         self._fresh = False
         # The last counters of workers that have stopped (metrics' sum).
         self._retired: dict[str, int] = {}
+        # Workers whose final counters are in _retired: a live answer they
+        # gave just before is not counted again.
+        self._retired_pids: set[int] = set()
         #: Where ``--metrics-bind`` serves, once serving.
         self.metrics_address: tuple[str, int] | None = None
+        self._metrics: MetricsThread | None = None
+        # Slots whose worker could not be forked again (EAGAIN under a
+        # process limit, EMFILE): retried on each pass of the main loop.
+        self._unfilled: list[int] = []
 
     # ----------------------------------------------------------- public API
 
@@ -147,23 +155,28 @@ class Supervisor:
         )
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
         status = 0
-        metrics = None
         try:
-            metrics = self._start_metrics()
-            for slot in range(self._count):
-                self._spawn(slot)
-            status = self._supervise()
+            try:
+                self._metrics = self._start_metrics()
+            except OSError as exc:
+                logger.error(
+                    "Could not serve metrics on %s: %s",
+                    self.config.metrics_bind,
+                    exc.strerror or exc,
+                )
+                status = 3
+            else:
+                for slot in range(self._count):
+                    self._spawn(slot)
+                status = self._supervise()
         except OSError as exc:
-            # Only the metrics endpoint's bind raises here.
-            logger.error(
-                "Could not serve metrics on %s: %s",
-                self.config.metrics_bind,
-                exc.strerror or exc,
-            )
-            status = 3
+            # fork() or socketpair() failed while starting the workers.
+            logger.error("Could not start the worker processes: %s", exc)
+            status = 1
         finally:
-            if metrics is not None:
-                metrics.stop()
+            if self._metrics is not None:
+                self._metrics.stop()
+                self._metrics = None
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -195,6 +208,7 @@ class Supervisor:
         live = self.worker_stats(1.0)
         with self._lock:
             total = dict(self._retired)
+            live = {p: s for p, s in live.items() if p not in self._retired_pids}
         for stats in live.values():
             for key, value in stats.items():
                 total[key] = total.get(key, 0) + value
@@ -255,8 +269,26 @@ class Supervisor:
             status = self._reap()
             if status is not None:
                 return status
+            self._refill()
             self._check_health()
             self._advance_reload()
+
+    def _respawn(self, slot: int) -> _Worker | None:
+        """A new worker in ``slot``; if the system cannot start one now,
+        one line, and the slot is retried about once a second."""
+        try:
+            return self._spawn(slot)
+        except OSError as exc:
+            if slot not in self._unfilled:
+                logger.error("Cannot start a worker now (%s); retrying.", exc)
+                self._unfilled.append(slot)
+            return None
+
+    def _refill(self) -> None:
+        for slot in list(self._unfilled):
+            self._unfilled.remove(slot)
+            if self._respawn(slot) is not None:
+                logger.info("Started the worker that could not start before.")
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals.append(signum)
@@ -323,6 +355,7 @@ class Supervisor:
                 worker.ping_id = None
         elif kind == FINAL and isinstance(payload, dict):
             with self._lock:
+                self._retired_pids.add(worker.pid)
                 for key, value in payload.items():
                     if key not in GAUGES and isinstance(value, int):
                         self._retired[key] = self._retired.get(key, 0) + value
@@ -380,6 +413,10 @@ class Supervisor:
                 if self._fresh:
                     _forget_app(self.config)
                 status = self._run_worker(self.config, WorkerLink(theirs))
+            except (ImportFromStringError, ConfigError) as exc:
+                # A bad app string or module after a reload: one line, as
+                # the command line says it, not a traceback per worker.
+                logger.error("Error loading ASGI app. %s", exc)
             except (
                 BaseException
             ):  # noqa: BLE001 - a worker must never return into the parent's code
@@ -415,6 +452,10 @@ class Supervisor:
             worker.link.close()
         for sock in self._sockets.values():
             sock.close()
+        if self._metrics is not None:
+            # The endpoint is the supervisor's: a worker must not keep its
+            # port (a restarted supervisor could not bind it).
+            self._metrics.close_in_child()
 
     def _reap(self) -> int | None:
         """Handles the workers that exited; an exit status when the
@@ -458,7 +499,10 @@ class Supervisor:
                 # It served, then died before the reload moved on: its own
                 # replacement takes its place in the reload.
                 logger.info("Worker [%d] exited (%d); starting a new one.", pid, code)
-                started = self._spawn(worker.slot)
+                started = self._respawn(worker.slot)
+                if started is None:
+                    self._end_reload()
+                    return None
                 self._replacing = (old, started.pid, time.monotonic())
                 return None
             logger.error(
@@ -481,7 +525,7 @@ class Supervisor:
             # Its replacement is already starting in that slot.
             return None
         logger.info("Worker [%d] exited (%d); starting a new one.", pid, code)
-        self._spawn(worker.slot)
+        self._respawn(worker.slot)
         return None
 
     def _check_health(self) -> None:
@@ -608,7 +652,14 @@ class Supervisor:
             oldest = self.workers.get(self._reload.pop(0))
             if oldest is None or oldest.retiring:
                 continue
-            started = self._spawn(oldest.slot)
+            try:
+                started = self._spawn(oldest.slot)
+            except OSError as exc:
+                logger.error(
+                    "Cannot start a new worker (%s); stopping the reload.", exc
+                )
+                self._end_reload()
+                return
             self._replacing = (oldest.pid, started.pid, time.monotonic())
             return
 

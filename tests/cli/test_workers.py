@@ -420,3 +420,28 @@ def test_a_worker_forked_after_sighup_forgets_the_modules_under_the_app_dir(
     finally:
         for name in ("wapp", "helper"):
             sys.modules.pop(name, None)
+
+
+def test_a_worker_that_cannot_be_forked_is_retried_not_fatal(caplog):
+    """fork() failing (EAGAIN under a process limit) when a worker must be
+    replaced: one line, and the slot is retried; the supervisor goes on."""
+    from ferrule import Config
+    from ferrule.supervisor import Supervisor
+
+    supervisor = Supervisor(Config("examples.hello:app", workers=2))
+    attempts: list[int] = []
+
+    def spawn(slot: int):
+        attempts.append(slot)
+        if len(attempts) == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return object()
+
+    supervisor._spawn = spawn  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="ferrule.error"):
+        assert supervisor._respawn(1) is None
+        supervisor._refill()
+    assert attempts == [1, 1]
+    assert not supervisor._unfilled
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["Cannot start a worker now ([Errno 11] Resource temporarily unavailable); retrying."]

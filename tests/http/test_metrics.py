@@ -214,3 +214,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_metrics_request_with_an_oversized_header_is_dropped_quietly(serve):
+    from _rawhttp import capture_log
+
+    with capture_log("ferrule.error") as records:
+        served = serve(app, lifespan="off", metrics_bind="127.0.0.1:0")
+        host, port = served.server.metrics_address
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+            sock.settimeout(5)
+            try:
+                assert sock.recv(100) == b""
+            except ConnectionResetError:
+                pass
+        # The endpoint still answers.
+        assert one(scrape((host, port)), "ferrule_requests_total") == 0
+    assert not [r for r in records if r.levelno >= 40], [r.getMessage() for r in records]
