@@ -86,6 +86,8 @@ pub async fn serve(
         pong_due: None,
         close_due: None,
         ping_count: 0,
+        last_ping: None,
+        pong: None,
     };
     if rbuf.is_empty() {
         // An idle WebSocket keeps a small read buffer; reads that fill it
@@ -111,6 +113,13 @@ struct Driver {
     pong_due: Option<Instant>,
     close_due: Option<Instant>,
     ping_count: u64,
+    /// The payload of our last ping while it is unanswered: only a pong
+    /// that echoes it counts as the answer.
+    last_ping: Option<[u8; 8]>,
+    /// The answer to the peer's latest ping, while our output is blocked:
+    /// one at most (a newer ping's pong replaces it, RFC 6455 5.5.3), so a
+    /// peer that pings and never reads cannot grow our output.
+    pong: Option<Vec<u8>>,
 }
 
 impl Driver {
@@ -147,6 +156,13 @@ impl Driver {
                 }
                 let mut st = s.lock();
                 self.close_for_error(&mut st, now);
+                if !st.out.blocked {
+                    if let Some(p) = self.pong.take() {
+                        if st.phase == Phase::Open {
+                            encode_frame(&mut st.out.buf, OpCode::Pong, false, &p);
+                        }
+                    }
+                }
                 // Frames the driver queued (pongs, closes) leave now unless
                 // the loop thread writes them at the end of its iteration.
                 if !st.out.deferred && !st.out.blocked && s.write_now(&mut st).is_err() {
@@ -158,10 +174,14 @@ impl Driver {
                 let room = match st.phase {
                     Phase::Handshake | Phase::Denying => rbuf.len() < HANDSHAKE_READ_LIMIT,
                     // Data frames stream into their message: what stays in
-                    // `rbuf` is at most a control frame and a header.
+                    // `rbuf` is at most a control frame and a header. A
+                    // peer that does not read our output is not read
+                    // either, past the high-water mark.
                     Phase::Open | Phase::Closing => {
                         self.broken.is_some()
-                            || st.incoming.len() < s.cfg.max_queue && rbuf.len() < READ_CHUNK
+                            || st.incoming.len() < s.cfg.max_queue
+                                && rbuf.len() < READ_CHUNK
+                                && st.out.pending() <= shared.cfg.write_high_water as u64
                     }
                     // Bytes after the end are not read, only EOF is watched.
                     Phase::Done => {
@@ -278,10 +298,21 @@ impl Driver {
                 }
                 Ok(Some(Incoming::Ping(payload))) => {
                     if st.phase == Phase::Open {
-                        encode_frame(&mut st.out.buf, OpCode::Pong, false, &payload);
+                        if st.out.blocked {
+                            self.pong = Some(payload);
+                        } else {
+                            encode_frame(&mut st.out.buf, OpCode::Pong, false, &payload);
+                        }
                     }
                 }
-                Ok(Some(Incoming::Pong(_))) => self.pong_due = None,
+                Ok(Some(Incoming::Pong(payload))) => {
+                    // An unsolicited pong (or one for an older ping) is
+                    // no answer.
+                    if self.last_ping.is_some_and(|p| p[..] == payload[..]) {
+                        self.last_ping = None;
+                        self.pong_due = None;
+                    }
+                }
                 Ok(Some(Incoming::Close { code, reason })) => {
                     if st.phase == Phase::Open {
                         // The peer starts the close: echo its code.
@@ -368,6 +399,7 @@ impl Driver {
                 self.ping_count += 1;
                 let payload = self.ping_count.to_be_bytes();
                 encode_frame(&mut st.out.buf, OpCode::Ping, false, &payload);
+                self.last_ping = Some(payload);
                 if self.pong_due.is_none() {
                     self.pong_due = s.cfg.ping_timeout.map(|t| now + t);
                 }

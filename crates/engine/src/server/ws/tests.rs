@@ -249,3 +249,84 @@ async fn a_peer_that_does_not_answer_pings_is_closed_with_1011() {
     assert_eq!((first, &payload[..2]), (0x88, &1011u16.to_be_bytes()[..]));
     assert_eq!(h.ended().await, CloseReason::PingTimeout);
 }
+
+#[tokio::test]
+async fn pongs_for_a_peer_that_pings_and_never_reads_stay_bounded() {
+    let mut h = Harness::new(WsConfig::default());
+    let _ws = h.accepted().await;
+    // 8 MiB of pings while the client reads nothing: the server keeps at
+    // most one unsent pong once its socket is full, not one per ping.
+    let one = frame(0x89, &[b'p'; 125]);
+    let count = (8 << 20) / one.len();
+    let flood: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * count)
+        .collect();
+    tokio::time::timeout(Duration::from_secs(5), h.client.write_all(&flood))
+        .await
+        .expect("the server stopped reading pings")
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(300), h.client.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total > 0, "no pong at all");
+    assert!(
+        total < 2 << 20,
+        "{total} bytes of pongs queued for {count} pings"
+    );
+}
+
+/// Reads server frames until a close comes or `within` passes, sending
+/// `bogus` as a pong every 20 ms; returns the close's payload.
+async fn close_while_sending_pongs(
+    h: &mut Harness,
+    within: Duration,
+    bogus: &[u8],
+) -> Option<Vec<u8>> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        h.client.write_all(&frame(0x8a, bogus)).await.unwrap();
+        if let Ok(n) =
+            tokio::time::timeout(Duration::from_millis(20), h.client.read(&mut buf)).await
+        {
+            let n = n.unwrap();
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        while got.len() >= 2 && got.len() >= 2 + got[1] as usize {
+            let len = got[1] as usize;
+            let (first, payload) = (got[0], got[2..2 + len].to_vec());
+            got.drain(..2 + len);
+            if first == 0x88 {
+                return Some(payload);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn an_unsolicited_pong_does_not_answer_our_ping() {
+    let mut h = Harness::new(WsConfig {
+        ping_interval: Some(Duration::from_millis(50)),
+        ping_timeout: Some(Duration::from_millis(100)),
+        ..WsConfig::default()
+    });
+    let _ws = h.accepted().await;
+    let close = close_while_sending_pongs(&mut h, Duration::from_secs(2), b"not ours").await;
+    let close = close.expect("no close: a stray pong cleared the ping deadline");
+    assert_eq!(&close[..2], &1011u16.to_be_bytes());
+}
