@@ -88,6 +88,11 @@ pub async fn serve(
         ping_count: 0,
         last_ping: None,
         pong: None,
+        pong_held: false,
+        // Zero means off, as None does: a zero interval would ping in a
+        // busy loop, a zero timeout close every socket.
+        ping_interval: session.cfg.ping_interval.filter(|d| !d.is_zero()),
+        ping_timeout: session.cfg.ping_timeout.filter(|d| !d.is_zero()),
     };
     if rbuf.is_empty() {
         // An idle WebSocket keeps a small read buffer; reads that fill it
@@ -120,6 +125,11 @@ struct Driver {
     /// one at most (a newer ping's pong replaces it, RFC 6455 5.5.3), so a
     /// peer that pings and never reads cannot grow our output.
     pong: Option<Vec<u8>>,
+    /// The pong deadline is off while the app's queue is full: the peer's
+    /// pong cannot be read then, through no fault of the peer.
+    pong_held: bool,
+    ping_interval: Option<Duration>,
+    ping_timeout: Option<Duration>,
 }
 
 impl Driver {
@@ -139,7 +149,7 @@ impl Driver {
                     self.on_shutdown(&mut st, now);
                 }
                 if st.phase == Phase::Open && self.next_ping.is_none() {
-                    self.next_ping = s.cfg.ping_interval.map(|i| now + i);
+                    self.next_ping = self.ping_interval.map(|i| now + i);
                 }
                 // Waiting for the peer's close, or for a client that does
                 // not read to take our last bytes: both are bounded.
@@ -189,6 +199,18 @@ impl Driver {
                         true
                     }
                 };
+                let app_full = matches!(st.phase, Phase::Open | Phase::Closing)
+                    && self.broken.is_none()
+                    && st.incoming.len() >= s.cfg.max_queue;
+                if app_full {
+                    if self.pong_due.take().is_some() {
+                        self.pong_held = true;
+                    }
+                } else if self.pong_held {
+                    // Reading again: the peer gets a full timeout.
+                    self.pong_held = false;
+                    self.pong_due = self.ping_timeout.map(|t| now + t);
+                }
                 (room, st.out.blocked)
             };
             let deadline = [
@@ -394,15 +416,14 @@ impl Driver {
             return Some(CloseReason::PingTimeout);
         }
         if self.next_ping.is_some_and(|d| d <= now) {
-            self.next_ping = s.cfg.ping_interval.map(|i| now + i);
-            if st.phase == Phase::Open {
+            self.next_ping = self.ping_interval.map(|i| now + i);
+            // One ping at a time: an unanswered one keeps its deadline.
+            if st.phase == Phase::Open && self.last_ping.is_none() {
                 self.ping_count += 1;
                 let payload = self.ping_count.to_be_bytes();
                 encode_frame(&mut st.out.buf, OpCode::Ping, false, &payload);
                 self.last_ping = Some(payload);
-                if self.pong_due.is_none() {
-                    self.pong_due = s.cfg.ping_timeout.map(|t| now + t);
-                }
+                self.pong_due = self.ping_timeout.map(|t| now + t);
             }
         }
         None

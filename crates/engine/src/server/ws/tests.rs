@@ -330,3 +330,100 @@ async fn an_unsolicited_pong_does_not_answer_our_ping() {
     let close = close.expect("no close: a stray pong cleared the ping deadline");
     assert_eq!(&close[..2], &1011u16.to_be_bytes());
 }
+
+/// Plays a client that answers every ping for `within`; returns the pings
+/// seen and the close's payload if one came.
+async fn answer_pings(h: &mut Harness, within: Duration) -> (usize, Option<Vec<u8>>) {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut pings = 0;
+    while Instant::now() < end {
+        if let Ok(n) =
+            tokio::time::timeout(Duration::from_millis(10), h.client.read(&mut buf)).await
+        {
+            let n = n.unwrap();
+            if n == 0 {
+                return (pings, None);
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        while got.len() >= 2 && got.len() >= 2 + got[1] as usize {
+            let len = got[1] as usize;
+            let (first, payload) = (got[0], got[2..2 + len].to_vec());
+            got.drain(..2 + len);
+            match first {
+                0x88 => return (pings, Some(payload)),
+                0x89 => {
+                    pings += 1;
+                    h.client.write_all(&frame(0x8a, &payload)).await.unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    (pings, None)
+}
+
+#[tokio::test]
+async fn a_slow_app_does_not_get_a_healthy_client_closed_for_its_pongs() {
+    let mut h = Harness::new(WsConfig {
+        max_queue: 2,
+        ping_interval: Some(Duration::from_millis(50)),
+        ping_timeout: Some(Duration::from_millis(100)),
+        ..WsConfig::default()
+    });
+    let ws = h.accepted().await;
+    for i in 0..4u8 {
+        h.client.write_all(&frame(0x82, &[i])).await.unwrap();
+    }
+    // The app takes nothing: the queue is full and the client's pongs
+    // wait behind the unread messages.
+    let (pings, close) = answer_pings(&mut h, Duration::from_millis(500)).await;
+    assert_eq!(close, None, "closed while the app was slow");
+    assert!(pings >= 1);
+    for i in 0..4u8 {
+        let (got, data) = next_message(&mut h, &ws).await;
+        assert_eq!((got, data), (WsReceived::Message { text: false }, vec![i]));
+    }
+    let (_, close) = answer_pings(&mut h, Duration::from_millis(400)).await;
+    assert_eq!(close, None, "closed after the app caught up");
+}
+
+#[tokio::test]
+async fn a_zero_ping_interval_sends_no_pings() {
+    let mut h = Harness::new(WsConfig {
+        ping_interval: Some(Duration::ZERO),
+        ..WsConfig::default()
+    });
+    let _ws = h.accepted().await;
+    let (pings, close) = answer_pings(&mut h, Duration::from_millis(200)).await;
+    assert_eq!((pings, close), (0, None));
+}
+
+#[tokio::test]
+async fn a_zero_ping_timeout_never_closes_and_pings_wait_for_their_pong() {
+    let mut h = Harness::new(WsConfig {
+        ping_interval: Some(Duration::from_millis(20)),
+        ping_timeout: Some(Duration::ZERO),
+        ..WsConfig::default()
+    });
+    let _ws = h.accepted().await;
+    // A client that answers: with no timeout, nothing closes.
+    let (pings, close) = answer_pings(&mut h, Duration::from_millis(200)).await;
+    assert_eq!(close, None);
+    assert!(pings >= 2, "{pings} pings");
+    // A client that stops answering gets no second ping.
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_millis(300);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end, h.client.read(&mut buf)).await {
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pings = seen.iter().filter(|&&b| b == 0x89).count();
+    assert!(
+        pings <= 1,
+        "{pings} pings while one was unanswered: {seen:?}"
+    );
+}
