@@ -89,6 +89,7 @@ pub async fn serve(
         last_ping: None,
         pong: None,
         pong_held: false,
+        eof: false,
         // Zero means off, as None does: a zero interval would ping in a
         // busy loop, a zero timeout close every socket.
         ping_interval: session.cfg.ping_interval.filter(|d| !d.is_zero()),
@@ -130,6 +131,9 @@ struct Driver {
     pong_held: bool,
     ping_interval: Option<Duration>,
     ping_timeout: Option<Duration>,
+    /// The peer half-closed during the close handshake while our output
+    /// was still pending: we only write now.
+    eof: bool,
 }
 
 impl Driver {
@@ -198,7 +202,7 @@ impl Driver {
                         rbuf.clear();
                         true
                     }
-                };
+                } && !self.eof;
                 let app_full = matches!(st.phase, Phase::Open | Phase::Closing)
                     && self.broken.is_none()
                     && st.incoming.len() >= s.cfg.max_queue;
@@ -243,7 +247,22 @@ impl Driver {
                     match r {
                         Ok(n) if n > 0 => {}
                         _ => {
-                            let phase = s.lock().phase;
+                            let mut st = s.lock();
+                            let phase = st.phase;
+                            if r.is_ok()
+                                && matches!(phase, Phase::Closing | Phase::Done)
+                                && !st.out.is_empty()
+                            {
+                                // The peer's half-close ends its side only:
+                                // our last data and close frame still go
+                                // out, within the send timeout.
+                                st.phase = Phase::Done;
+                                st.end = CloseReason::WebSocketClosed;
+                                self.eof = true;
+                                self.close_due = Some(Instant::now() + shared.cfg.send_timeout);
+                                continue;
+                            }
+                            drop(st);
                             return match phase {
                                 // Our close frame was answered by a close of
                                 // the TCP connection: good enough.

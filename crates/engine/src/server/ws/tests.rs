@@ -427,3 +427,39 @@ async fn a_zero_ping_timeout_never_closes_and_pings_wait_for_their_pong() {
         "{pings} pings while one was unanswered: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_closes_and_half_closes_still_gets_our_last_bytes() {
+    let mut h = Harness::new(WsConfig::default());
+    let ws = h.accepted().await;
+    // More than the socket pair buffers: the rest waits in our output.
+    let big = vec![7u8; 4 << 20];
+    ws.send(WsSend::Message {
+        data: &big,
+        text: false,
+    })
+    .unwrap();
+    h.shared.flush_deferred();
+    h.shared.wake_scheduled();
+    // The client says goodbye and half-closes without reading.
+    h.client
+        .write_all(&frame(0x88, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    h.client.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), h.client.read_to_end(&mut got))
+        .await
+        .expect("the server did not finish")
+        .unwrap();
+    let header = [&[0x82, 127][..], &(big.len() as u64).to_be_bytes()].concat();
+    assert_eq!(
+        got.len(),
+        header.len() + big.len() + 4,
+        "our output was cut"
+    );
+    assert_eq!(&got[..header.len()], &header[..]);
+    assert_eq!(&got[got.len() - 4..], &[0x88, 2, 0x03, 0xe8]);
+    assert_eq!(h.ended().await, CloseReason::WebSocketClosed);
+}
