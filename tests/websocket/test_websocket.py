@@ -461,3 +461,19 @@ def test_an_invalid_close_code_from_the_app_raises_and_nothing_is_sent(
     assert len(errors) == len(bad_codes), errors
     for code, message in zip(bad_codes, errors):
         assert str(code) in message, message
+
+
+def test_deflate_uses_12_bit_windows_both_ways_when_the_client_lets_us(
+    serve: Any,
+) -> None:
+    srv = serve(echo_app)
+    with connect(ws_url(srv), open_timeout=5) as ws:
+        assert ws.response is not None
+        agreed = ws.response.headers["Sec-WebSocket-Extensions"]
+        assert "server_max_window_bits=12" in agreed, agreed
+        assert "client_max_window_bits=12" in agreed, agreed
+        # Repeats farther apart than 4 KiB, and context across messages.
+        chunk = os.urandom(3000).hex()
+        for n in range(1, 4):
+            ws.send(chunk * n)
+            assert ws.recv(timeout=5) == chunk * n
