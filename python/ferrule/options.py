@@ -901,7 +901,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ws_ping_interval",
         20.0,
-        "Seconds between WebSocket pings to the client (Config: None, never).",
+        "Seconds between WebSocket pings to the client (0, or None in Config: "
+        "never).",
         _seconds(optional=True),
         _parse_seconds,
         metavar=_SECONDS,
@@ -911,7 +912,7 @@ OPTIONS: tuple[Option, ...] = (
         "ws_ping_timeout",
         20.0,
         "Seconds a WebSocket ping may go unanswered before the connection "
-        "closes with 1011 (Config: None, wait forever).",
+        "closes with 1011 (0, or None in Config: wait forever).",
         _seconds(optional=True),
         _parse_seconds,
         metavar=_SECONDS,

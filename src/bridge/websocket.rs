@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferrule_engine::proto::h1::RequestHead;
 use ferrule_engine::proto::ws::handshake::subprotocols;
+use ferrule_engine::proto::ws::message::valid_close_code;
 use ferrule_engine::server::exchange::{AppEnd, ConnId, Sent, WsExchange, WsReceived, WsSend};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::intern;
@@ -237,9 +238,19 @@ impl WsSender {
                 }
             }
             "websocket.close" => {
-                let code: u16 = match get(intern!(py, "code"))? {
+                let code: i64 = match get(intern!(py, "code"))? {
                     Some(c) => c.extract()?,
                     None => 1000,
+                };
+                // Reserved codes (1004-1006, 1015) and unregistered ones
+                // would make the client fail the connection (RFC 6455 7.4).
+                let code = match u16::try_from(code) {
+                    Ok(c) if valid_close_code(c) => c,
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "invalid WebSocket close code {code}: use 1000-1003, 1007-1014 or 3000-4999"
+                        )))
+                    }
                 };
                 let reason: Cow<str> = match get(intern!(py, "reason"))? {
                     Some(s) => Cow::Owned(s.extract::<String>()?),

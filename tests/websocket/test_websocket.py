@@ -432,3 +432,48 @@ def test_a_trusted_proxys_https_makes_the_scheme_wss(serve: Any) -> None:
                 additional_headers={"X-Forwarded-Proto": proto},
             )
     assert schemes == ["wss", "ws"]
+
+
+def test_an_invalid_close_code_from_the_app_raises_and_nothing_is_sent(
+    serve: Any,
+) -> None:
+    bad_codes = [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 70000]
+    errors: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        for code in bad_codes:
+            try:
+                await send({"type": "websocket.close", "code": code})
+            except ValueError as exc:
+                errors.append(str(exc))
+        await send({"type": "websocket.close", "code": 4000})
+
+    srv = serve(app)
+    with connect(ws_url(srv), open_timeout=5) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4000
+    assert len(errors) == len(bad_codes), errors
+    for code, message in zip(bad_codes, errors):
+        assert str(code) in message, message
+
+
+def test_deflate_uses_12_bit_windows_both_ways_when_the_client_lets_us(
+    serve: Any,
+) -> None:
+    srv = serve(echo_app)
+    with connect(ws_url(srv), open_timeout=5) as ws:
+        assert ws.response is not None
+        agreed = ws.response.headers["Sec-WebSocket-Extensions"]
+        assert "server_max_window_bits=12" in agreed, agreed
+        assert "client_max_window_bits=12" in agreed, agreed
+        # Repeats farther apart than 4 KiB, and context across messages.
+        chunk = os.urandom(3000).hex()
+        for n in range(1, 4):
+            ws.send(chunk * n)
+            assert ws.recv(timeout=5) == chunk * n

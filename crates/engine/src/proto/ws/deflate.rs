@@ -14,6 +14,12 @@ pub const INFLATE_STEP: usize = 64 * 1024;
 /// The tail every compressed message loses on the wire (§7.2.1).
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 
+/// The largest window we compress with, and ask a client to compress
+/// with when it lets us choose: zlib's state for a 15-bit window is about
+/// 4 times a 12-bit one's, per socket, for little gain on chat-sized
+/// messages.
+pub const PREFERRED_WINDOW_BITS: u8 = 12;
+
 /// The parameters agreed with a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerMessageDeflate {
@@ -23,6 +29,10 @@ pub struct PerMessageDeflate {
     pub client_no_context_takeover: bool,
     /// Our compressor's window (the client asked for at most this).
     pub server_max_window_bits: Option<u8>,
+    /// The client offered `client_max_window_bits` (with this value, or
+    /// 15 for none): we ask for at most [`PREFERRED_WINDOW_BITS`] and
+    /// inflate with that window.
+    pub client_max_window_bits: Option<u8>,
 }
 
 /// One parameter of an offer, or why the offer is unusable.
@@ -49,6 +59,7 @@ impl PerMessageDeflate {
             server_no_context_takeover: false,
             client_no_context_takeover: false,
             server_max_window_bits: None,
+            client_max_window_bits: None,
         };
         let mut seen = [false; 4];
         for p in params.split(|&b| b == b';') {
@@ -77,12 +88,11 @@ impl PerMessageDeflate {
                     pmd.server_max_window_bits = Some(bits);
                     2
                 }
-                // Our inflater takes any window up to 15 bits: nothing to
-                // answer, but the value must be valid.
                 b"client_max_window_bits" => {
-                    if value.is_some() {
-                        window_bits(value)?;
-                    }
+                    pmd.client_max_window_bits = Some(match value {
+                        Some(_) => window_bits(value)?,
+                        None => 15,
+                    });
                     3
                 }
                 _ => return None,
@@ -115,6 +125,7 @@ impl PerMessageDeflate {
                         server_no_context_takeover: false,
                         client_no_context_takeover: false,
                         server_max_window_bits: None,
+                        client_max_window_bits: None,
                     });
                 }
                 Self::from_offer(params)
@@ -130,10 +141,30 @@ impl PerMessageDeflate {
         if self.client_no_context_takeover {
             s.push_str("; client_no_context_takeover");
         }
-        if let Some(b) = self.server_max_window_bits {
-            s.push_str(&format!("; server_max_window_bits={b}"));
+        // Always said: the server may choose a smaller window than asked
+        // (RFC 7692 7.1.2.1).
+        s.push_str(&format!(
+            "; server_max_window_bits={}",
+            self.server_window_bits()
+        ));
+        if let Some(b) = self.client_window_bits() {
+            s.push_str(&format!("; client_max_window_bits={b}"));
         }
         s
+    }
+
+    /// The window we compress with.
+    pub fn server_window_bits(&self) -> u8 {
+        self.server_max_window_bits
+            .unwrap_or(15)
+            .min(PREFERRED_WINDOW_BITS)
+    }
+
+    /// The window we ask the client to compress with, when it offered to
+    /// take one (at most what it offered).
+    pub fn client_window_bits(&self) -> Option<u8> {
+        self.client_max_window_bits
+            .map(|b| b.min(PREFERRED_WINDOW_BITS))
     }
 
     pub fn deflater(&self) -> Deflater {
@@ -141,7 +172,7 @@ impl PerMessageDeflate {
             c: Compress::new_with_window_bits(
                 Compression::fast(),
                 false,
-                self.server_max_window_bits.unwrap_or(15),
+                self.server_window_bits(),
             ),
             no_context: self.server_no_context_takeover,
         }
@@ -149,7 +180,12 @@ impl PerMessageDeflate {
 
     pub fn inflater(&self) -> Inflater {
         Inflater {
-            d: Decompress::new_with_window_bits(false, 15),
+            // A client told to use a window of 8 bits may: zlib's raw
+            // inflate needs 9, and a larger window reads it.
+            d: Decompress::new_with_window_bits(
+                false,
+                self.client_window_bits().unwrap_or(15).max(9),
+            ),
             no_context: self.client_no_context_takeover,
         }
     }
@@ -278,13 +314,43 @@ mod tests {
     fn the_first_acceptable_offer_wins() {
         let p = pmd("x-foo, permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits").unwrap();
         assert_eq!(p.server_max_window_bits, None);
-        assert_eq!(p.response(), "permessage-deflate");
+        assert_eq!(
+            p.response(),
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        );
         let p = pmd("permessage-deflate; server_no_context_takeover; server_max_window_bits=10")
             .unwrap();
         assert_eq!(
             p.response(),
             "permessage-deflate; server_no_context_takeover; server_max_window_bits=10"
         );
+    }
+
+    #[test]
+    fn windows_are_at_most_12_bits_and_never_more_than_offered() {
+        let answer = |offer: &str| pmd(offer).unwrap().response();
+        assert_eq!(
+            answer("permessage-deflate"),
+            "permessage-deflate; server_max_window_bits=12"
+        );
+        assert_eq!(
+            answer("permessage-deflate; client_max_window_bits=10"),
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10"
+        );
+        assert_eq!(
+            answer("permessage-deflate; client_max_window_bits=8; server_max_window_bits=15"),
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=8"
+        );
+        // A client compressing with an 8-bit window inflates.
+        let p = pmd("permessage-deflate; client_max_window_bits=8").unwrap();
+        let mut c = Compress::new_with_window_bits(Compression::best(), false, 9);
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut z = Vec::with_capacity(40_000);
+        c.compress_vec(&msg, &mut z, FlushCompress::Sync).unwrap();
+        z.truncate(z.len() - 4);
+        let mut out = Vec::new();
+        p.inflater().inflate(&z, true, &mut out, 1 << 20).unwrap();
+        assert_eq!(out, msg);
     }
 
     #[test]

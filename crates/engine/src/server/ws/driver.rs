@@ -86,6 +86,14 @@ pub async fn serve(
         pong_due: None,
         close_due: None,
         ping_count: 0,
+        last_ping: None,
+        pong: None,
+        pong_held: false,
+        eof: false,
+        // Zero means off, as None does: a zero interval would ping in a
+        // busy loop, a zero timeout close every socket.
+        ping_interval: session.cfg.ping_interval.filter(|d| !d.is_zero()),
+        ping_timeout: session.cfg.ping_timeout.filter(|d| !d.is_zero()),
     };
     if rbuf.is_empty() {
         // An idle WebSocket keeps a small read buffer; reads that fill it
@@ -111,6 +119,21 @@ struct Driver {
     pong_due: Option<Instant>,
     close_due: Option<Instant>,
     ping_count: u64,
+    /// The payload of our last ping while it is unanswered: only a pong
+    /// that echoes it counts as the answer.
+    last_ping: Option<[u8; 8]>,
+    /// The answer to the peer's latest ping, while our output is blocked:
+    /// one at most (a newer ping's pong replaces it, RFC 6455 5.5.3), so a
+    /// peer that pings and never reads cannot grow our output.
+    pong: Option<Vec<u8>>,
+    /// The pong deadline is off while the app's queue is full: the peer's
+    /// pong cannot be read then, through no fault of the peer.
+    pong_held: bool,
+    ping_interval: Option<Duration>,
+    ping_timeout: Option<Duration>,
+    /// The peer half-closed during the close handshake while our output
+    /// was still pending: we only write now.
+    eof: bool,
 }
 
 impl Driver {
@@ -130,7 +153,7 @@ impl Driver {
                     self.on_shutdown(&mut st, now);
                 }
                 if st.phase == Phase::Open && self.next_ping.is_none() {
-                    self.next_ping = s.cfg.ping_interval.map(|i| now + i);
+                    self.next_ping = self.ping_interval.map(|i| now + i);
                 }
                 // Waiting for the peer's close, or for a client that does
                 // not read to take our last bytes: both are bounded.
@@ -147,6 +170,13 @@ impl Driver {
                 }
                 let mut st = s.lock();
                 self.close_for_error(&mut st, now);
+                if !st.out.blocked {
+                    if let Some(p) = self.pong.take() {
+                        if st.phase == Phase::Open {
+                            encode_frame(&mut st.out.buf, OpCode::Pong, false, &p);
+                        }
+                    }
+                }
                 // Frames the driver queued (pongs, closes) leave now unless
                 // the loop thread writes them at the end of its iteration.
                 if !st.out.deferred && !st.out.blocked && s.write_now(&mut st).is_err() {
@@ -158,17 +188,33 @@ impl Driver {
                 let room = match st.phase {
                     Phase::Handshake | Phase::Denying => rbuf.len() < HANDSHAKE_READ_LIMIT,
                     // Data frames stream into their message: what stays in
-                    // `rbuf` is at most a control frame and a header.
+                    // `rbuf` is at most a control frame and a header. A
+                    // peer that does not read our output is not read
+                    // either, past the high-water mark.
                     Phase::Open | Phase::Closing => {
                         self.broken.is_some()
-                            || st.incoming.len() < s.cfg.max_queue && rbuf.len() < READ_CHUNK
+                            || st.incoming.len() < s.cfg.max_queue
+                                && rbuf.len() < READ_CHUNK
+                                && st.out.pending() <= shared.cfg.write_high_water as u64
                     }
                     // Bytes after the end are not read, only EOF is watched.
                     Phase::Done => {
                         rbuf.clear();
                         true
                     }
-                };
+                } && !self.eof;
+                let app_full = matches!(st.phase, Phase::Open | Phase::Closing)
+                    && self.broken.is_none()
+                    && st.incoming.len() >= s.cfg.max_queue;
+                if app_full {
+                    if self.pong_due.take().is_some() {
+                        self.pong_held = true;
+                    }
+                } else if self.pong_held {
+                    // Reading again: the peer gets a full timeout.
+                    self.pong_held = false;
+                    self.pong_due = self.ping_timeout.map(|t| now + t);
+                }
                 (room, st.out.blocked)
             };
             let deadline = [
@@ -201,7 +247,22 @@ impl Driver {
                     match r {
                         Ok(n) if n > 0 => {}
                         _ => {
-                            let phase = s.lock().phase;
+                            let mut st = s.lock();
+                            let phase = st.phase;
+                            if r.is_ok()
+                                && matches!(phase, Phase::Closing | Phase::Done)
+                                && !st.out.is_empty()
+                            {
+                                // The peer's half-close ends its side only:
+                                // our last data and close frame still go
+                                // out, within the send timeout.
+                                st.phase = Phase::Done;
+                                st.end = CloseReason::WebSocketClosed;
+                                self.eof = true;
+                                self.close_due = Some(Instant::now() + shared.cfg.send_timeout);
+                                continue;
+                            }
+                            drop(st);
                             return match phase {
                                 // Our close frame was answered by a close of
                                 // the TCP connection: good enough.
@@ -278,10 +339,21 @@ impl Driver {
                 }
                 Ok(Some(Incoming::Ping(payload))) => {
                     if st.phase == Phase::Open {
-                        encode_frame(&mut st.out.buf, OpCode::Pong, false, &payload);
+                        if st.out.blocked {
+                            self.pong = Some(payload);
+                        } else {
+                            encode_frame(&mut st.out.buf, OpCode::Pong, false, &payload);
+                        }
                     }
                 }
-                Ok(Some(Incoming::Pong(_))) => self.pong_due = None,
+                Ok(Some(Incoming::Pong(payload))) => {
+                    // An unsolicited pong (or one for an older ping) is
+                    // no answer.
+                    if self.last_ping.is_some_and(|p| p[..] == payload[..]) {
+                        self.last_ping = None;
+                        self.pong_due = None;
+                    }
+                }
                 Ok(Some(Incoming::Close { code, reason })) => {
                     if st.phase == Phase::Open {
                         // The peer starts the close: echo its code.
@@ -363,14 +435,14 @@ impl Driver {
             return Some(CloseReason::PingTimeout);
         }
         if self.next_ping.is_some_and(|d| d <= now) {
-            self.next_ping = s.cfg.ping_interval.map(|i| now + i);
-            if st.phase == Phase::Open {
+            self.next_ping = self.ping_interval.map(|i| now + i);
+            // One ping at a time: an unanswered one keeps its deadline.
+            if st.phase == Phase::Open && self.last_ping.is_none() {
                 self.ping_count += 1;
                 let payload = self.ping_count.to_be_bytes();
                 encode_frame(&mut st.out.buf, OpCode::Ping, false, &payload);
-                if self.pong_due.is_none() {
-                    self.pong_due = s.cfg.ping_timeout.map(|t| now + t);
-                }
+                self.last_ping = Some(payload);
+                self.pong_due = self.ping_timeout.map(|t| now + t);
             }
         }
         None

@@ -220,11 +220,20 @@ impl WsSession {
             out,
             ..
         } = st;
-        match deflater {
-            Some(d) => {
+        match self.deflate {
+            Some(pmd) => {
+                // Made at the first message we send, not at accept: most
+                // sockets are idle most of the time, and the compressor is
+                // the largest part of one.
+                let d = deflater.get_or_insert_with(|| pmd.deflater());
                 zbuf.clear();
                 d.compress(data, zbuf);
                 encode_frame(&mut out.buf, op, true, zbuf);
+                if pmd.server_no_context_takeover {
+                    // Nothing to keep between messages: an idle socket
+                    // holds no compressor.
+                    *deflater = None;
+                }
                 if zbuf.capacity() > 256 * 1024 {
                     *zbuf = Vec::new();
                 }
@@ -301,7 +310,6 @@ impl WsSession {
         shared.stats.response_ended(101, None);
         Stats::inc(&shared.stats.responses);
         st.phase = Phase::Open;
-        st.deflater = self.deflate.map(|d| d.deflater());
         // The 101 leaves at once (the client waits for it); the driver
         // starts reading frames and pinging.
         self.write_now(st).map_err(|_| SendError::Disconnected)?;

@@ -249,3 +249,217 @@ async fn a_peer_that_does_not_answer_pings_is_closed_with_1011() {
     assert_eq!((first, &payload[..2]), (0x88, &1011u16.to_be_bytes()[..]));
     assert_eq!(h.ended().await, CloseReason::PingTimeout);
 }
+
+#[tokio::test]
+async fn pongs_for_a_peer_that_pings_and_never_reads_stay_bounded() {
+    let mut h = Harness::new(WsConfig::default());
+    let _ws = h.accepted().await;
+    // 8 MiB of pings while the client reads nothing: the server keeps at
+    // most one unsent pong once its socket is full, not one per ping.
+    let one = frame(0x89, &[b'p'; 125]);
+    let count = (8 << 20) / one.len();
+    let flood: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * count)
+        .collect();
+    tokio::time::timeout(Duration::from_secs(5), h.client.write_all(&flood))
+        .await
+        .expect("the server stopped reading pings")
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(300), h.client.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total > 0, "no pong at all");
+    assert!(
+        total < 2 << 20,
+        "{total} bytes of pongs queued for {count} pings"
+    );
+}
+
+/// Reads server frames until a close comes or `within` passes, sending
+/// `bogus` as a pong every 20 ms; returns the close's payload.
+async fn close_while_sending_pongs(
+    h: &mut Harness,
+    within: Duration,
+    bogus: &[u8],
+) -> Option<Vec<u8>> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        h.client.write_all(&frame(0x8a, bogus)).await.unwrap();
+        if let Ok(n) =
+            tokio::time::timeout(Duration::from_millis(20), h.client.read(&mut buf)).await
+        {
+            let n = n.unwrap();
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        while got.len() >= 2 && got.len() >= 2 + got[1] as usize {
+            let len = got[1] as usize;
+            let (first, payload) = (got[0], got[2..2 + len].to_vec());
+            got.drain(..2 + len);
+            if first == 0x88 {
+                return Some(payload);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn an_unsolicited_pong_does_not_answer_our_ping() {
+    let mut h = Harness::new(WsConfig {
+        ping_interval: Some(Duration::from_millis(50)),
+        ping_timeout: Some(Duration::from_millis(100)),
+        ..WsConfig::default()
+    });
+    let _ws = h.accepted().await;
+    let close = close_while_sending_pongs(&mut h, Duration::from_secs(2), b"not ours").await;
+    let close = close.expect("no close: a stray pong cleared the ping deadline");
+    assert_eq!(&close[..2], &1011u16.to_be_bytes());
+}
+
+/// Plays a client that answers every ping for `within`; returns the pings
+/// seen and the close's payload if one came.
+async fn answer_pings(h: &mut Harness, within: Duration) -> (usize, Option<Vec<u8>>) {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut pings = 0;
+    while Instant::now() < end {
+        if let Ok(n) =
+            tokio::time::timeout(Duration::from_millis(10), h.client.read(&mut buf)).await
+        {
+            let n = n.unwrap();
+            if n == 0 {
+                return (pings, None);
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        while got.len() >= 2 && got.len() >= 2 + got[1] as usize {
+            let len = got[1] as usize;
+            let (first, payload) = (got[0], got[2..2 + len].to_vec());
+            got.drain(..2 + len);
+            match first {
+                0x88 => return (pings, Some(payload)),
+                0x89 => {
+                    pings += 1;
+                    h.client.write_all(&frame(0x8a, &payload)).await.unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    (pings, None)
+}
+
+#[tokio::test]
+async fn a_slow_app_does_not_get_a_healthy_client_closed_for_its_pongs() {
+    let mut h = Harness::new(WsConfig {
+        max_queue: 2,
+        ping_interval: Some(Duration::from_millis(50)),
+        ping_timeout: Some(Duration::from_millis(100)),
+        ..WsConfig::default()
+    });
+    let ws = h.accepted().await;
+    for i in 0..4u8 {
+        h.client.write_all(&frame(0x82, &[i])).await.unwrap();
+    }
+    // The app takes nothing: the queue is full and the client's pongs
+    // wait behind the unread messages.
+    let (pings, close) = answer_pings(&mut h, Duration::from_millis(500)).await;
+    assert_eq!(close, None, "closed while the app was slow");
+    assert!(pings >= 1);
+    for i in 0..4u8 {
+        let (got, data) = next_message(&mut h, &ws).await;
+        assert_eq!((got, data), (WsReceived::Message { text: false }, vec![i]));
+    }
+    let (_, close) = answer_pings(&mut h, Duration::from_millis(400)).await;
+    assert_eq!(close, None, "closed after the app caught up");
+}
+
+#[tokio::test]
+async fn a_zero_ping_interval_sends_no_pings() {
+    let mut h = Harness::new(WsConfig {
+        ping_interval: Some(Duration::ZERO),
+        ..WsConfig::default()
+    });
+    let _ws = h.accepted().await;
+    let (pings, close) = answer_pings(&mut h, Duration::from_millis(200)).await;
+    assert_eq!((pings, close), (0, None));
+}
+
+#[tokio::test]
+async fn a_zero_ping_timeout_never_closes_and_pings_wait_for_their_pong() {
+    let mut h = Harness::new(WsConfig {
+        ping_interval: Some(Duration::from_millis(20)),
+        ping_timeout: Some(Duration::ZERO),
+        ..WsConfig::default()
+    });
+    let _ws = h.accepted().await;
+    // A client that answers: with no timeout, nothing closes.
+    let (pings, close) = answer_pings(&mut h, Duration::from_millis(200)).await;
+    assert_eq!(close, None);
+    assert!(pings >= 2, "{pings} pings");
+    // A client that stops answering gets no second ping.
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_millis(300);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end, h.client.read(&mut buf)).await {
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pings = seen.iter().filter(|&&b| b == 0x89).count();
+    assert!(
+        pings <= 1,
+        "{pings} pings while one was unanswered: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_closes_and_half_closes_still_gets_our_last_bytes() {
+    let mut h = Harness::new(WsConfig::default());
+    let ws = h.accepted().await;
+    // More than the socket pair buffers: the rest waits in our output.
+    let big = vec![7u8; 4 << 20];
+    ws.send(WsSend::Message {
+        data: &big,
+        text: false,
+    })
+    .unwrap();
+    h.shared.flush_deferred();
+    h.shared.wake_scheduled();
+    // The client says goodbye and half-closes without reading.
+    h.client
+        .write_all(&frame(0x88, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    h.client.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), h.client.read_to_end(&mut got))
+        .await
+        .expect("the server did not finish")
+        .unwrap();
+    let header = [&[0x82, 127][..], &(big.len() as u64).to_be_bytes()].concat();
+    assert_eq!(
+        got.len(),
+        header.len() + big.len() + 4,
+        "our output was cut"
+    );
+    assert_eq!(&got[..header.len()], &header[..]);
+    assert_eq!(&got[got.len() - 4..], &[0x88, 2, 0x03, 0xe8]);
+    assert_eq!(h.ended().await, CloseReason::WebSocketClosed);
+}
