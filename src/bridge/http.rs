@@ -9,9 +9,11 @@
 //! [`Event::Wake`]: ferrule_engine::server::exchange::Event::Wake
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ferrule_engine::net::tls::TlsInfo;
 use ferrule_engine::proto::h1::{RequestHead, Version};
 use ferrule_engine::server::exchange::{
     AppEnd, Completion, ConnId, HttpExchange, Received, ResponsePart, SendError, Sent,
@@ -466,39 +468,14 @@ pub fn start_app(
     head: &RequestHead,
 ) -> PyResult<()> {
     let refs = &bridge.refs;
-    let id = exchange.id();
-    // No Python runs while the bridge's map is locked (an allocation may
-    // run the GC, and a finalizer may call receive() or send()): tuples are
-    // built, and old waiters dropped, outside the lock.
-    let known = bridge.conns().get_mut(&id).map(|e| {
-        let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
-        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
-        (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
-    });
-    let (addrs, stale) = match known {
-        Some((addrs, stale)) => (Ok(addrs), Some(stale)),
-        None => {
-            let addrs = addr_tuple(py, exchange.peer().as_ref()).and_then(|c| {
-                let server = addr_tuple(py, exchange.local().as_ref())?;
-                let tls = match exchange.tls() {
-                    Some(info) => Some(tls_extension(py, &info)?.unbind()),
-                    None => None,
-                };
-                Ok((c, server, tls))
-            });
-            if let Ok((client, server, tls)) = &addrs {
-                let entry = ConnEntry {
-                    client: client.clone_ref(py),
-                    server: server.clone_ref(py),
-                    tls: tls.as_ref().map(|t| t.clone_ref(py)),
-                    recv_waiter: None,
-                    send_waiter: None,
-                };
-                bridge.conns().insert(id, entry);
-            }
-            (addrs, None)
-        }
-    };
+    let (addrs, stale) = conn_entry(
+        py,
+        bridge,
+        exchange.id(),
+        exchange.peer(),
+        exchange.local(),
+        || exchange.tls(),
+    );
     // Waiters of the connection's previous request are done with.
     drop(stale);
     let forwarded = exchange.forwarded(head);
@@ -515,7 +492,8 @@ pub fn start_app(
         bridge: bridge.clone(),
         log: Mutex::new(log),
     });
-    let run = || -> PyResult<()> {
+    let owner: Arc<dyn TaskOwner> = responder.clone();
+    call_app(py, bridge, owner, || {
         let (client, server, tls) = addrs?;
         let scope = build_scope(
             py,
@@ -538,8 +516,74 @@ pub fn start_app(
                 r: responder.clone(),
             },
         )?;
+        Ok((scope, receive.into_any(), send.into_any()))
+    })
+}
+
+/// A connection's scope tuples and TLS dict: `(client, server, tls)`.
+pub(super) type ConnAddrs = (Py<PyAny>, Py<PyAny>, Option<Py<PyDict>>);
+
+/// The waiters a connection's previous request left (dropped by the caller
+/// once no lock is held: a last reference may run Python).
+pub(super) type StaleWaiters = Option<(Option<Py<PyAny>>, Option<Py<PyAny>>)>;
+
+/// The bridge's entry for connection `id`, made on its first request (or
+/// WebSocket): its address tuples, and the previous request's waiters.
+pub(super) fn conn_entry(
+    py: Python<'_>,
+    bridge: &Bridge,
+    id: ConnId,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    tls: impl FnOnce() -> Option<Arc<TlsInfo>>,
+) -> (PyResult<ConnAddrs>, StaleWaiters) {
+    // No Python runs while the bridge's map is locked (an allocation may
+    // run the GC, and a finalizer may call receive() or send()): tuples are
+    // built, and old waiters dropped, outside the lock.
+    let known = bridge.conns().get_mut(&id).map(|e| {
+        let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
+        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
+        (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
+    });
+    if let Some((addrs, stale)) = known {
+        return (Ok(addrs), Some(stale));
+    }
+    let addrs = addr_tuple(py, peer.as_ref()).and_then(|c| {
+        let server = addr_tuple(py, local.as_ref())?;
+        let tls = match tls() {
+            Some(info) => Some(tls_extension(py, &info)?.unbind()),
+            None => None,
+        };
+        Ok((c, server, tls))
+    });
+    if let Ok((client, server, tls)) = &addrs {
+        let entry = ConnEntry {
+            client: client.clone_ref(py),
+            server: server.clone_ref(py),
+            tls: tls.as_ref().map(|t| t.clone_ref(py)),
+            recv_waiter: None,
+            send_waiter: None,
+        };
+        bridge.conns().insert(id, entry);
+    }
+    (addrs, None)
+}
+
+/// Calls the app with what `args` builds (scope, receive, send) and runs
+/// the call as a `RequestTask` (or an asyncio Task through the runner).
+/// Failing to build or call is an app failure reported to `owner`.
+pub(super) fn call_app<'py>(
+    py: Python<'py>,
+    bridge: &Arc<Bridge>,
+    owner: Arc<dyn TaskOwner>,
+    args: impl FnOnce() -> PyResult<(Bound<'py, PyDict>, Py<PyAny>, Py<PyAny>)>,
+) -> PyResult<()> {
+    let refs = &bridge.refs;
+    let run = || -> PyResult<()> {
+        let (scope, receive, send) = args()?;
         // Each request runs in its own copy of the context, as an asyncio
-        // task would; the app is called inside it too.
+        // task would (an empty one with --reset-contextvars); the app is
+        // called inside it too.
         let ctx = if refs.fresh_context {
             task::new_context(py)?
         } else {
@@ -554,14 +598,13 @@ pub fn start_app(
                 Ok(call) => call,
                 Err(e) => {
                     // The app failed before returning an awaitable.
-                    responder.app_done(py, true)?;
+                    owner.app_done(py, true)?;
                     bridge.tasks.report.bind(py).call1((e.value(py),))?;
                     return if is_fatal(py, &e) { Err(e) } else { Ok(()) };
                 }
             };
             if refs.task_driver && task::is_coroutine(&call) {
-                let owner: Arc<dyn TaskOwner> = responder.clone();
-                return RequestTask::start(py, &bridge.tasks, call, ctx.clone(), owner);
+                return RequestTask::start(py, &bridge.tasks, call, ctx.clone(), owner.clone());
             }
             // The new Task copies the current context: the request's. No
             // `context=` argument: older task factories do not take one.
@@ -576,10 +619,10 @@ pub fn start_app(
         Ok(()) => Ok(()),
         Err(e) if is_fatal(py, &e) => Err(e),
         Err(e) => {
-            // Could not even start the app: answer 500 through the same
-            // path as an app failure.
+            // Could not even start the app: answer through the same path
+            // as an app failure.
             log_error(py, "ferrule: could not start the ASGI application", e);
-            responder.app_done(py, true)?;
+            owner.app_done(py, true)?;
             Ok(())
         }
     }

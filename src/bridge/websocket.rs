@@ -15,14 +15,13 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use super::context::{Bridge, ConnEntry};
-use super::errors::{is_fatal, log_error};
+use super::context::Bridge;
 use super::http::{
-    bytes_of, disconnected, header_bytes, header_pairs, ready, resolve, send_error, truthy,
-    unexpected,
+    bytes_of, call_app, conn_entry, disconnected, header_bytes, header_pairs, ready, resolve,
+    send_error, truthy, unexpected,
 };
-use super::scope::{addr_tuple, build_ws_scope, tls_extension};
-use super::task::{self, RequestTask, TaskOwner};
+use super::scope::build_ws_scope;
+use super::task::TaskOwner;
 
 /// The bridge's side of one WebSocket.
 pub struct WsResponder {
@@ -322,37 +321,14 @@ pub fn start_ws_app(
     exchange: &Arc<dyn WsExchange>,
     head: &RequestHead,
 ) -> PyResult<()> {
-    let refs = &bridge.refs;
-    let id = exchange.id();
-    let known = bridge.conns().get_mut(&id).map(|e| {
-        let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
-        let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
-        (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
-    });
-    let (addrs, stale) = match known {
-        Some((addrs, stale)) => (Ok(addrs), Some(stale)),
-        None => {
-            let addrs = addr_tuple(py, exchange.peer().as_ref()).and_then(|c| {
-                let server = addr_tuple(py, exchange.local().as_ref())?;
-                let tls = match exchange.tls() {
-                    Some(info) => Some(tls_extension(py, &info)?.unbind()),
-                    None => None,
-                };
-                Ok((c, server, tls))
-            });
-            if let Ok((client, server, tls)) = &addrs {
-                let entry = ConnEntry {
-                    client: client.clone_ref(py),
-                    server: server.clone_ref(py),
-                    tls: tls.as_ref().map(|t| t.clone_ref(py)),
-                    recv_waiter: None,
-                    send_waiter: None,
-                };
-                bridge.conns().insert(id, entry);
-            }
-            (addrs, None)
-        }
-    };
+    let (addrs, stale) = conn_entry(
+        py,
+        bridge,
+        exchange.id(),
+        exchange.peer(),
+        exchange.local(),
+        || exchange.tls(),
+    );
     drop(stale);
     let client = match exchange.peer() {
         Some(p) => format!("{}:{}", p.ip(), p.port()),
@@ -364,7 +340,8 @@ pub fn start_ws_app(
         bridge: bridge.clone(),
         line: format!("{client} - \"WebSocket {target}\""),
     });
-    let run = || -> PyResult<()> {
+    let owner: Arc<dyn TaskOwner> = responder.clone();
+    call_app(py, bridge, owner, || {
         let (client, server, tls) = addrs?;
         let forwarded = exchange.forwarded(head);
         let protocols = subprotocols(head);
@@ -390,44 +367,8 @@ pub fn start_ws_app(
                 r: responder.clone(),
             },
         )?;
-        let ctx = if refs.fresh_context {
-            task::new_context(py)?
-        } else {
-            task::copy_context(py)?
-        };
-        task::in_context(py, &ctx, || -> PyResult<()> {
-            let call = match refs
-                .app
-                .bind(py)
-                .call1((scope, receive, send.clone_ref(py)))
-            {
-                Ok(call) => call,
-                Err(e) => {
-                    responder.app_done(py, true)?;
-                    bridge.tasks.report.bind(py).call1((e.value(py),))?;
-                    return if is_fatal(py, &e) { Err(e) } else { Ok(()) };
-                }
-            };
-            if refs.task_driver && task::is_coroutine(&call) {
-                let owner: Arc<dyn TaskOwner> = responder.clone();
-                return RequestTask::start(py, &bridge.tasks, call, ctx.clone(), owner);
-            }
-            let coro = refs.runner.bind(py).call1((call, send))?;
-            refs.spawn
-                .bind(py)
-                .call((coro,), Some(refs.task_kwargs.bind(py)))?;
-            Ok(())
-        })?
-    };
-    match run() {
-        Ok(()) => Ok(()),
-        Err(e) if is_fatal(py, &e) => Err(e),
-        Err(e) => {
-            log_error(py, "ferrule: could not start the ASGI application", e);
-            responder.app_done(py, true)?;
-            Ok(())
-        }
-    }
+        Ok((scope, receive.into_any(), send.into_any()))
+    })
 }
 
 /// Resolves the waiting calls of a WebSocket whose state changed.
