@@ -61,6 +61,7 @@ class Engine:
     #: The keys ``__init__`` reads (Config's option names); it refuses
     #: unknown and missing keys.
     OPTIONS: ClassVar[tuple[str, ...]]
+    DRAIN: ClassVar[float]
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         """Binds as ``options`` say: ``Config.engine_options()``."""

@@ -33,8 +33,8 @@ _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # for, and then cancel, exactly the request tasks.
 REQUEST_TASK_NAME = "ferrule-http"
 
-# The engine's drain window at shutdown (crates/engine/src/server/shutdown.rs).
-_DRAIN = 0.1
+# The engine's drain window at shutdown, in seconds.
+_DRAIN = Engine.DRAIN
 
 
 def _report(exc: BaseException | None) -> None:

@@ -172,6 +172,14 @@ impl Engine {
         Ok(PyTuple::new(py, OPTIONS)?.unbind())
     }
 
+    /// Seconds an idle connection may still bring a request once the
+    /// server stops (the shutdown waits them out).
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn DRAIN() -> f64 {
+        ferrule_engine::server::shutdown::DRAIN.as_secs_f64()
+    }
+
     #[new]
     fn new(options: &Bound<'_, PyDict>) -> PyResult<Self> {
         for key in options.keys() {
