@@ -195,6 +195,45 @@ pub(super) fn send_error(ty: &str, e: SendError) -> PyErr {
     }
 }
 
+/// Keeps `fut` as connection `id`'s waiting `receive()` (or `send()`)
+/// until the engine's wake-up; false if the connection is already gone.
+pub(super) fn park_waiter(
+    bridge: &Bridge,
+    id: ConnId,
+    fut: &Bound<'_, PyAny>,
+    receive: bool,
+) -> bool {
+    // A replaced future is dropped after the lock (it may run Python).
+    let replaced = bridge.conns().get_mut(&id).map(|e| {
+        let slot = if receive {
+            &mut e.recv_waiter
+        } else {
+            &mut e.send_waiter
+        };
+        slot.replace(fut.clone().unbind())
+    });
+    replaced.is_some()
+}
+
+/// A key of an ASGI message; None when absent. Messages are almost always
+/// dicts, looked up without raising (an absent optional key would
+/// otherwise cost a KeyError); any other mapping works too.
+#[inline]
+pub(super) fn message_item<'py>(
+    message: &Bound<'py, PyAny>,
+    as_dict: Option<&Bound<'py, PyDict>>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Some(d) = as_dict {
+        return d.get_item(key);
+    }
+    match message.get_item(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(message.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl HttpResponder {
     fn id(&self) -> ConnId {
         self.exchange.id()
@@ -225,16 +264,7 @@ impl HttpResponder {
 
     /// Keeps `fut` until the engine's wake-up for this connection.
     fn park(&self, py: Python<'_>, fut: &Bound<'_, PyAny>, receive: bool) -> PyResult<()> {
-        // A replaced future is dropped after the lock (it may run Python).
-        let replaced = self.bridge.conns().get_mut(&self.id()).map(|e| {
-            let slot = if receive {
-                &mut e.recv_waiter
-            } else {
-                &mut e.send_waiter
-            };
-            slot.replace(fut.clone().unbind())
-        });
-        if replaced.is_some() {
+        if park_waiter(&self.bridge, self.id(), fut, receive) {
             return Ok(());
         }
         // The connection is already gone: nothing will wake this call.
@@ -368,19 +398,8 @@ impl Sender {
         let r = &self.r;
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
-        // Messages are almost always dicts: look keys up without raising
-        // (an absent optional key would otherwise cost a KeyError).
         let as_dict = message.cast::<PyDict>().ok();
-        let get = |key: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> {
-            if let Some(d) = as_dict {
-                return d.get_item(key);
-            }
-            match message.get_item(key) {
-                Ok(v) => Ok(Some(v)),
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
+        let get = |key: &Bound<'py, PyString>| message_item(message, as_dict, key);
         let result = match &*ty {
             "http.response.start" => {
                 let status: u16 = match get(intern!(py, "status"))? {

@@ -10,15 +10,15 @@ use ferrule_engine::proto::h1::RequestHead;
 use ferrule_engine::proto::ws::handshake::subprotocols;
 use ferrule_engine::proto::ws::message::valid_close_code;
 use ferrule_engine::server::exchange::{AppEnd, ConnId, Sent, WsExchange, WsReceived, WsSend};
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::context::Bridge;
 use super::http::{
-    bytes_of, call_app, conn_entry, disconnected, header_bytes, header_pairs, ready, resolve,
-    send_error, truthy, unexpected,
+    bytes_of, call_app, conn_entry, disconnected, header_bytes, header_pairs, message_item,
+    park_waiter, ready, resolve, send_error, truthy, unexpected,
 };
 use super::scope::build_ws_scope;
 use super::task::TaskOwner;
@@ -111,15 +111,7 @@ impl WsResponder {
 
     /// Keeps `fut` until the engine's wake-up for this connection.
     fn park(&self, py: Python<'_>, fut: &Bound<'_, PyAny>, receive: bool) -> PyResult<()> {
-        let replaced = self.bridge.conns().get_mut(&self.id()).map(|e| {
-            let slot = if receive {
-                &mut e.recv_waiter
-            } else {
-                &mut e.send_waiter
-            };
-            slot.replace(fut.clone().unbind())
-        });
-        if replaced.is_some() {
+        if park_waiter(&self.bridge, self.id(), fut, receive) {
             return Ok(());
         }
         let value = if receive {
@@ -178,20 +170,10 @@ impl WsSender {
         let r = &self.r;
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
-        // Messages are almost always dicts: look keys up without raising
-        // (an absent optional key would otherwise cost a KeyError). A None
-        // value counts as absent, as ASGI says.
+        // A None value counts as absent, as ASGI says.
         let as_dict = message.cast::<PyDict>().ok();
         let get = |key: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> {
-            let found = match as_dict {
-                Some(d) => d.get_item(key)?,
-                None => match message.get_item(key) {
-                    Ok(v) => Some(v),
-                    Err(e) if e.is_instance_of::<PyKeyError>(py) => None,
-                    Err(e) => return Err(e),
-                },
-            };
-            Ok(found.filter(|v| !v.is_none()))
+            Ok(message_item(message, as_dict, key)?.filter(|v| !v.is_none()))
         };
         let result = match &*ty {
             "websocket.accept" => {
