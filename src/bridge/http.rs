@@ -218,7 +218,8 @@ pub(super) fn park_waiter(
 /// A key of an ASGI message; None when absent. Messages are almost always
 /// dicts, looked up without raising (an absent optional key would
 /// otherwise cost a KeyError); any other mapping works too.
-#[inline]
+// Always inlined: it is on every send()'s path.
+#[inline(always)]
 pub(super) fn message_item<'py>(
     message: &Bound<'py, PyAny>,
     as_dict: Option<&Bound<'py, PyDict>>,
