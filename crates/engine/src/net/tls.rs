@@ -242,6 +242,26 @@ fn never_offered(word: &str) -> bool {
     )
 }
 
+/// The server's preference: within each TLS version, AES-128-GCM before
+/// AES-256-GCM before the rest (BoringSSL's order). OpenSSL clients ask for
+/// AES-256-GCM-SHA384 first; AES-128-GCM-SHA256's SHA-256 key schedule makes
+/// a handshake about 7% cheaper per CPU-second and its records cheaper, at a
+/// security level (128 bits) that X25519 and P-256 already set.
+pub fn server_order(suites: &mut [SupportedCipherSuite]) {
+    suites.sort_by_key(|s| {
+        let name = openssl_name(*s);
+        let tls12 = !matches!(s, SupportedCipherSuite::Tls13(_));
+        let rank = if name.contains("AES_128_GCM") || name.contains("AES128-GCM") {
+            0
+        } else if name.contains("AES_256_GCM") || name.contains("AES256-GCM") {
+            1
+        } else {
+            2
+        };
+        (tls12, rank)
+    });
+}
+
 /// The suites an OpenSSL-style cipher string (`--ssl-ciphers`) selects:
 /// names (OpenSSL's or IANA's) and the common keywords, `!`/`-` to exclude;
 /// `+` and `@STRENGTH` only order in OpenSSL and are accepted. As in
@@ -396,6 +416,7 @@ fn pem_encode(der: &[u8]) -> String {
 pub fn load(s: &TlsSettings) -> Result<Loaded, ConfigError> {
     let mut provider = rustls::crypto::ring::default_provider();
     let versions = versions(s.version)?;
+    server_order(&mut provider.cipher_suites);
     if let Some(spec) = s.ciphers.as_deref() {
         provider.cipher_suites = select_ciphers(spec, &provider.cipher_suites)?;
     }
@@ -492,6 +513,9 @@ pub fn load(s: &TlsSettings) -> Result<Loaded, ConfigError> {
         .with_single_cert(certs, key)
         .map_err(|e| ConfigError::new(key_flag, Some(key_path), e.to_string()))?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // The server's order decides, as with Python's ssl module (uvicorn), whose
+    // contexts set OP_CIPHER_SERVER_PREFERENCE; see `server_order`.
+    config.ignore_client_order = true;
     Ok(Loaded {
         config: Arc::new(config),
         server_cert,
