@@ -20,6 +20,7 @@ use crate::bridge::context::{Bridge, PyRefs};
 use crate::bridge::dispatch::dispatch;
 use crate::bridge::scope::ScopeTemplate;
 use crate::bridge::task::{RequestTask, TaskEnv};
+use crate::bridge::wsgi::WsgiPool;
 
 pyo3::create_exception!(
     _ferrule,
@@ -31,7 +32,7 @@ pyo3::create_exception!(
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 35] = [
+const OPTIONS: [&str; 36] = [
     "host",
     "port",
     "fd",
@@ -67,6 +68,7 @@ const OPTIONS: [&str; 35] = [
     "ssl_ciphers",
     "ssl_and_plain",
     "ssl_refuse_plain",
+    "interface",
 ];
 
 /// The TLS settings in the options (None: no certificate, plain HTTP).
@@ -109,6 +111,8 @@ pub struct Engine {
     core: ferrule_engine::Engine,
     root_path: String,
     bridge: OnceLock<Arc<Bridge>>,
+    /// The WSGI app's worker pool (`interface="wsgi"`).
+    wsgi: OnceLock<Arc<WsgiPool>>,
     /// The `(fd, events)` list handed to Python.
     ready: Mutex<Vec<(i32, u32)>>,
     /// The event batch's buffer, kept between iterations.
@@ -195,6 +199,8 @@ impl Engine {
         let allow: Vec<String> = item(d, "forwarded_allow_ips")?.extract()?;
         // None (off), or the peers whose PROXY header is believed.
         let proxy_protocol: Option<Vec<String>> = item(d, "proxy_protocol")?.extract()?;
+        // A WSGI app runs on threads of its own and has no WebSockets.
+        let wsgi = item(d, "interface")?.extract::<String>()? == "wsgi";
         let cfg = ServerConfig {
             limits: Limits {
                 max_head_bytes: item(d, "limit_request_head_size")?.extract()?,
@@ -215,7 +221,7 @@ impl Engine {
             proxies: TrustedProxies::parse(&allow),
             proxy_protocol: proxy_protocol.map(|p| TrustedProxies::parse(&p)),
             // Every --ws value but "none" is ferrule's own implementation.
-            ws: if item(d, "ws")?.extract::<String>()? == "none" {
+            ws: if wsgi || item(d, "ws")?.extract::<String>()? == "none" {
                 None
             } else {
                 Some(WsConfig {
@@ -227,6 +233,7 @@ impl Engine {
                 })
             },
             tls: tls_acceptor(d)?,
+            app_threads: wsgi,
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;
@@ -245,6 +252,7 @@ impl Engine {
             core,
             root_path: item(d, "root_path")?.extract()?,
             bridge: OnceLock::new(),
+            wsgi: OnceLock::new(),
             ready: Mutex::new(Vec::with_capacity(64)),
             batch: Mutex::new(Vec::with_capacity(64)),
         })
@@ -298,9 +306,13 @@ impl Engine {
     /// `debug_log(line)` gets the engine's debug lines; `durations` turns on
     /// the request duration histogram (read by the metrics endpoint);
     /// `reset_contextvars` starts each request in an empty context.
+    /// `wsgi_environ`: `app` is a WSGI app, run by the threads that call
+    /// `wsgi_work()`; each request's environ is a copy of this dict (its
+    /// `wsgi.file_wrapper` is the type sent by sendfile) plus the request's
+    /// keys.
     #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
                         task_name = "ferrule-http", native_tasks = true, debug_log = None,
-                        durations = false, reset_contextvars = false))]
+                        durations = false, reset_contextvars = false, wsgi_environ = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -316,7 +328,15 @@ impl Engine {
         debug_log: Option<Py<PyAny>>,
         durations: bool,
         reset_contextvars: bool,
+        wsgi_environ: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        if wsgi_environ.is_some() != self.core.shared().cfg.app_threads {
+            return Err(PyValueError::new_err(
+                "wsgi_environ goes with interface='wsgi', and only with it",
+            ));
+        }
+        let wsgi_app = wsgi_environ.as_ref().map(|_| app.clone_ref(py));
+        let wsgi_report = report.clone_ref(py);
         let done = event_loop.call_method0("create_future")?;
         let tasks_mod = py.import("asyncio")?.getattr("tasks")?;
         let has_factory = !event_loop.call_method0("get_task_factory")?.is_none();
@@ -367,11 +387,23 @@ impl Engine {
             .stats
             .timing
             .store(durations, std::sync::atomic::Ordering::Relaxed);
-        if self
-            .bridge
-            .set(Arc::new(Bridge::new(refs, scope, tasks)))
-            .is_err()
-        {
+        let bridge = Arc::new(Bridge::new(refs, scope, tasks));
+        if let (Some(environ), Some(app)) = (wsgi_environ, wsgi_app) {
+            let file_wrapper = environ
+                .get_item("wsgi.file_wrapper")?
+                .ok_or_else(|| PyValueError::new_err("wsgi_environ needs wsgi.file_wrapper"))?;
+            let pool = WsgiPool::new(
+                bridge.clone(),
+                app,
+                environ.unbind(),
+                file_wrapper.unbind(),
+                wsgi_report,
+            );
+            if self.wsgi.set(Arc::new(pool)).is_err() {
+                return Err(PyRuntimeError::new_err("engine already started"));
+            }
+        }
+        if self.bridge.set(bridge).is_err() {
             return Err(PyRuntimeError::new_err("engine already started"));
         }
         self.core
@@ -415,6 +447,31 @@ impl Engine {
         self.bridge.get().is_some_and(|b| b.refs.task_driver)
     }
 
+    /// A WSGI worker thread's body: runs requests until `wsgi_stop()`
+    /// (the GIL is released while the queue is empty).
+    fn wsgi_work(&self, py: Python<'_>) -> PyResult<()> {
+        let pool = self
+            .wsgi
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("no WSGI app is served"))?
+            .clone();
+        pool.work(py)
+    }
+
+    /// WSGI requests queued or running (0 without a WSGI app).
+    fn wsgi_busy(&self) -> usize {
+        self.wsgi.get().map_or(0, |p| p.busy())
+    }
+
+    /// The WSGI workers end once the queue is empty; `abort`: reads and
+    /// writes still blocked give up as if the client had gone.
+    #[pyo3(signature = (abort = false))]
+    fn wsgi_stop(&self, abort: bool) {
+        if let Some(p) = self.wsgi.get() {
+            p.stop(abort);
+        }
+    }
+
     /// Requests whose response is not complete yet.
     fn in_flight(&self) -> usize {
         self.core.in_flight()
@@ -442,7 +499,7 @@ impl Engine {
         }
         let bridge = self.bridge()?;
         self.core.begin_batch();
-        let r = dispatch(py, bridge, &mut batch);
+        let r = dispatch(py, bridge, self.wsgi.get().map(|p| &**p), &mut batch);
         self.core.end_batch();
         *lock(&self.batch) = batch;
         r
