@@ -418,7 +418,13 @@ impl Engine {
     fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(i32, u32)>> {
         let wait = Wait::from_timeout(timeout);
         let core = &self.core;
-        py.detach(|| core.wait(wait));
+        let wsgi = self.wsgi.get();
+        py.detach(|| {
+            core.wait(wait);
+            if let Some(pool) = wsgi {
+                self.route_wsgi(pool);
+            }
+        });
         let ready = {
             let mut out = lock(&self.ready);
             core.ready_fds(&mut out);
@@ -488,6 +494,30 @@ impl Engine {
 }
 
 impl Engine {
+    /// Without the GIL: hands a WSGI app's requests and wake-ups to its
+    /// threads, so the loop thread never waits for the GIL the apps hold
+    /// just to pass them on. What is left (debug lines) is dispatched with
+    /// the GIL as usual.
+    fn route_wsgi(&self, pool: &WsgiPool) {
+        let mut batch = std::mem::take(&mut *lock(&self.batch));
+        self.core.take_events(&mut batch);
+        let mut rest = Vec::new();
+        for ev in batch.drain(..) {
+            match ev {
+                Event::Request(exchange, head) => pool.submit(exchange, head),
+                Event::Wake(exchange) => pool.wake(exchange.id()),
+                // The bridge keeps nothing per connection for WSGI.
+                Event::Closed(id) => pool.wake(id),
+                other => rest.push(other),
+            }
+        }
+        let shared = self.core.shared();
+        for ev in rest {
+            shared.push_event(ev);
+        }
+        *lock(&self.batch) = batch;
+    }
+
     /// Hands the queued events to the bridge. Responses that end during the
     /// batch are written when it ends.
     fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
