@@ -4,7 +4,7 @@
 //! reported to the bridge.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrule_engine::net::proxy::TrustedProxies;
 use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings};
@@ -419,11 +419,9 @@ impl Engine {
         let wait = Wait::from_timeout(timeout);
         let core = &self.core;
         let wsgi = self.wsgi.get();
-        py.detach(|| {
-            core.wait(wait);
-            if let Some(pool) = wsgi {
-                self.route_wsgi(pool);
-            }
+        py.detach(|| match wsgi {
+            None => core.wait(wait),
+            Some(pool) => self.wait_wsgi(pool, wait),
         });
         let ready = {
             let mut out = lock(&self.ready);
@@ -498,7 +496,38 @@ impl Engine {
     /// threads, so the loop thread never waits for the GIL the apps hold
     /// just to pass them on. What is left (debug lines) is dispatched with
     /// the GIL as usual.
-    fn route_wsgi(&self, pool: &WsgiPool) {
+    /// `select()`'s wait with a WSGI app: requests and wake-ups go to its
+    /// threads, and the wait goes on until Python has something to do (an
+    /// fd ready, another event, the timeout), so the loop thread does not
+    /// take the GIL from the apps per request.
+    fn wait_wsgi(&self, pool: &WsgiPool, wait: Wait) {
+        let core = &self.core;
+        let deadline = match wait {
+            Wait::For(d) => Instant::now().checked_add(d),
+            _ => None,
+        };
+        let mut wait = wait;
+        let mut fds = Vec::new();
+        loop {
+            core.wait(wait);
+            if self.route_wsgi(pool) || matches!(wait, Wait::Poll) {
+                return;
+            }
+            core.ready_fds(&mut fds);
+            if !fds.is_empty() {
+                return;
+            }
+            if let Wait::For(_) = wait {
+                match deadline.and_then(|d| d.checked_duration_since(Instant::now())) {
+                    Some(left) if !left.is_zero() => wait = Wait::For(left),
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// Returns true if events are left for the bridge.
+    fn route_wsgi(&self, pool: &WsgiPool) -> bool {
         let mut batch = std::mem::take(&mut *lock(&self.batch));
         self.core.take_events(&mut batch);
         let mut rest = Vec::new();
@@ -511,11 +540,13 @@ impl Engine {
                 other => rest.push(other),
             }
         }
+        let left = !rest.is_empty();
         let shared = self.core.shared();
         for ev in rest {
             shared.push_event(ev);
         }
         *lock(&self.batch) = batch;
+        left
     }
 
     /// Hands the queued events to the bridge. Responses that end during the
