@@ -254,9 +254,15 @@ impl WsgiPool {
         let start_response = Py::new(py, StartResponse { req: req.clone() })?;
         let result = self.app.bind(py).call1((environ, start_response))?;
         let written = self.respond(py, req, &result);
-        let closed = match result.getattr_opt(intern!(py, "close"))? {
-            Some(close) => close.call0().map(|_| ()),
-            None => Ok(()),
+        // A list or tuple has no close(): spare the failed lookup (an
+        // AttributeError made and dropped) on the usual result.
+        let plain =
+            result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+        let closed = match result.getattr_opt(intern!(py, "close")) {
+            _ if plain => Ok(()),
+            Ok(Some(close)) => close.call0().map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         // The response's error first; a failing close() counts as the
         // app's failure too.
@@ -343,7 +349,7 @@ impl WsgiPool {
         };
         env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
         let (server_name, server_port) = match exchange.local() {
-            Some(a) => (ip_text(&a), a.port().to_string()),
+            Some(a) => (ip_text(&a), port_text(a.port())),
             None => ("localhost".to_string(), "0".to_string()),
         };
         env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
@@ -356,7 +362,7 @@ impl WsgiPool {
             }
             (None, Some(p)) => {
                 env.set_item(intern!(py, "REMOTE_ADDR"), ip_text(&p))?;
-                env.set_item(intern!(py, "REMOTE_PORT"), p.port().to_string())?;
+                env.set_item(intern!(py, "REMOTE_PORT"), port_text(p.port()))?;
             }
             // A Unix socket has no peer address: CGI's keys stay unset.
             (None, None) => {}
@@ -402,13 +408,45 @@ impl WsgiPool {
     }
 }
 
+/// An address as text; IPv4 by hand (`Display` costs about a thousand
+/// instructions per address, twice per request).
 fn ip_text(a: &std::net::SocketAddr) -> String {
-    match a.ip() {
+    let v4 = match a.ip() {
+        std::net::IpAddr::V4(v4) => v4,
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
+            Some(v4) => v4,
+            None => return v6.to_string(),
         },
-        ip => ip.to_string(),
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_decimal(&mut out, u32::from(octet));
+    }
+    out
+}
+
+fn port_text(port: u16) -> String {
+    let mut out = String::with_capacity(5);
+    push_decimal(&mut out, u32::from(port));
+    out
+}
+
+fn push_decimal(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -423,6 +461,9 @@ fn latin1(b: &[u8]) -> Cow<'_, str> {
 
 /// Text that must be latin-1 (a status or header from the app) as bytes.
 fn latin1_bytes(s: &str, what: &str) -> PyResult<Vec<u8>> {
+    if s.is_ascii() {
+        return Ok(s.as_bytes().to_vec());
+    }
     s.chars()
         .map(|c| {
             u8::try_from(u32::from(c)).map_err(|_| {
@@ -597,20 +638,29 @@ impl StartResponse {
                     "WSGI status must start with a 3-digit code, got {status:?}"
                 ))
             })?;
-        let mut pairs = Vec::new();
-        for item in headers.try_iter()? {
-            let item = item?;
-            let (n, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract()?;
+        let pair = |item: Bound<'py, PyAny>| -> PyResult<(Vec<u8>, Vec<u8>)> {
+            let (n, v) = match item.cast::<PyTuple>() {
+                Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
+                _ => item.extract()?,
+            };
             let (Ok(n), Ok(v)) = (n.cast::<PyString>(), v.cast::<PyString>()) else {
                 return Err(PyTypeError::new_err(
                     "WSGI response header names and values must be str",
                 ));
             };
-            pairs.push((
-                latin1_bytes(&n.to_cow()?, "a header name")?.to_ascii_lowercase(),
+            // Names keep the app's case: the engine compares them without.
+            Ok((
+                latin1_bytes(&n.to_cow()?, "a header name")?,
                 latin1_bytes(&v.to_cow()?, "a header value")?,
-            ));
-        }
+            ))
+        };
+        let pairs = match headers.cast::<PyList>() {
+            Ok(list) => list.iter().map(pair).collect::<PyResult<Vec<_>>>()?,
+            Err(_) => headers
+                .try_iter()?
+                .map(|item| pair(item?))
+                .collect::<PyResult<Vec<_>>>()?,
+        };
         let mut st = lock(&req.start);
         if let Some(exc) = exc_info {
             if st.sent {

@@ -201,3 +201,30 @@ def test_cli_interface_wsgi(run_cli: Any, tmp_path: Any) -> None:
     # --lifespan on cannot apply: one notice line, no lifespan attempted.
     assert "A WSGI app has no lifespan; --lifespan on ignored" in proc.output
     assert "Traceback" not in proc.output
+
+
+def test_cli_interface_wsgi_with_workers(run_cli: Any, tmp_path: Any) -> None:
+    module = tmp_path / "wsgi_workers_app.py"
+    module.write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [repr((environ['wsgi.multiprocess'], os.getpid())).encode()]\n"
+    )
+    proc = run_cli(
+        "wsgi_workers_app:app",
+        "--app-dir",
+        str(tmp_path),
+        "--interface",
+        "wsgi",
+        "--workers",
+        "2",
+    )
+    seen = set()
+    for _ in range(20):
+        with httpx.Client() as client:
+            multiprocess, pid = eval(client.get(proc.url).text)
+        assert multiprocess is True
+        seen.add(pid)
+    assert proc.proc.pid not in seen
+    assert proc.stop() == 0
