@@ -389,9 +389,26 @@ def test_file_wrapper_sends_the_file(serve: Any, tmp_path: Path) -> None:
         return environ["wsgi.file_wrapper"](open(path, "rb"), 32768)
 
     served = wsgi(serve, app)
+    before = served.stats()["write_syscalls"]
     r = httpx.get(served.url)
     assert r.content == data
     assert r.headers["content-length"] == str(len(data))
+    # By sendfile (1 MiB per call), not 32 blocks of 32 KiB through Python.
+    assert served.stats()["write_syscalls"] - before < 8
+
+
+def test_file_wrapper_after_a_seek_sends_the_rest(serve: Any, tmp_path: Path) -> None:
+    path = tmp_path / "part.bin"
+    path.write_bytes(b"skip me|" + b"the rest" * 1000)
+
+    def app(environ: Environ, start_response: StartResponse) -> Any:
+        f = open(path, "rb")
+        f.seek(8)
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](f)
+
+    served = wsgi(serve, app)
+    assert httpx.get(served.url).content == b"the rest" * 1000
 
 
 def test_file_wrapper_on_a_non_file_iterates(serve: Any) -> None:
@@ -660,3 +677,23 @@ def test_lifespan_is_off(serve: Any) -> None:
     served = wsgi(serve, app)
     assert httpx.get(served.url).text == "ok"
     assert len(calls) == 1 and "REQUEST_METHOD" in calls[0]
+
+
+def test_limit_concurrency_counts_wsgi_requests(serve: Any) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        entered.set()
+        release.wait(5)
+        start_response("200 OK", [])
+        return [b"slow"]
+
+    served = wsgi(serve, app, limit_concurrency=1)
+    sock = connect(served)
+    with sock:
+        sock.sendall(request())
+        assert entered.wait(5)
+        assert httpx.get(served.url).status_code == 503
+        release.set()
+        assert read_response(sock).body == b"slow"
