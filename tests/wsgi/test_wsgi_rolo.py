@@ -198,6 +198,8 @@ def test_cli_interface_wsgi(run_cli: Any, tmp_path: Any) -> None:
     r = httpx.get(proc.url + "/hello")
     assert r.text == "/root|/hello"
     assert proc.stop() == 0
+    # The access log line, as for ASGI requests.
+    assert '"GET /hello HTTP/1.1" 200' in proc.output
     # --lifespan on cannot apply: one notice line, no lifespan attempted.
     assert "A WSGI app has no lifespan; --lifespan on ignored" in proc.output
     assert "Traceback" not in proc.output
