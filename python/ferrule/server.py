@@ -214,6 +214,8 @@ class Server:
             # Every exit path (including a failed lifespan startup) stops
             # listening, so the port is free once run() returns.
             engine.shutdown()
+            # WSGI threads left by an exit that skipped _shutdown end too.
+            engine.wsgi_stop(abort=True)
             remove_uds(config)
             try:
                 _cancel_remaining_tasks(loop)
@@ -444,7 +446,7 @@ class Server:
             if deadline is not None and time.monotonic() >= deadline:
                 logger.error(
                     "Cancel %d running request(s), timeout graceful shutdown exceeded",
-                    len(request_tasks()),
+                    len(request_tasks()) + engine.wsgi_busy(),
                 )
                 expired = True
                 break
