@@ -697,3 +697,20 @@ def test_limit_concurrency_counts_wsgi_requests(serve: Any) -> None:
         assert httpx.get(served.url).status_code == 503
         release.set()
         assert read_response(sock).body == b"slow"
+
+
+def test_websocket_upgrade_reaches_the_app_as_a_plain_request(serve: Any) -> None:
+    served = wsgi(serve, environ_app)
+    reply = exchange(
+        served,
+        request(
+            headers=[
+                ("Upgrade", "websocket"),
+                ("Connection", "upgrade, close"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13"),
+            ]
+        ),
+    )
+    assert reply.status == 200
+    assert environ_of(reply.body)["HTTP_UPGRADE"] == "websocket"
