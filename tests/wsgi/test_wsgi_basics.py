@@ -651,6 +651,10 @@ def test_flask_json_and_form(serve: Any) -> None:
     def item_route(item: int) -> Any:
         return {"item": item, "q": flask.request.args.get("q")}
 
+    @app.get("/where")
+    def where_route() -> Any:
+        return flask.url_for("item_route", item=1, _external=True)
+
     served = wsgi(serve, app, root_path="/mount")
     with httpx.Client(base_url=served.url) as client:
         r = client.post("/json", json={"values": [1, 2, 3]})
@@ -660,9 +664,8 @@ def test_flask_json_and_form(serve: Any) -> None:
         r = client.get("/items/7", params={"q": "a b"})
         assert r.json() == {"item": 7, "q": "a b"}
         assert client.get("/missing").status_code == 404
-        # url_for and redirects see SCRIPT_NAME.
-        with app.test_request_context(base_url=served.url + "/mount"):
-            assert flask.url_for("item_route", item=1) == "/mount/items/1"
+        # url_for sees SCRIPT_NAME (--root-path), the host and the scheme.
+        assert client.get("/where").text == served.url + "/mount/items/1"
 
 
 def test_lifespan_is_off(serve: Any) -> None:
