@@ -213,8 +213,10 @@ impl WsgiPool {
         });
         // Each request runs in a fresh context: contextvars one request
         // sets do not leak into the next on the same thread.
-        let ctx = task::new_context(py)?;
-        let outcome = task::in_context(py, &ctx, || self.call_app(py, &req, &job.head))?;
+        // Failing to make or enter it fails the request like the app would.
+        let outcome = task::new_context(py)
+            .and_then(|ctx| task::in_context(py, &ctx, || self.call_app(py, &req, &job.head)))
+            .and_then(|r| r);
         {
             // A later request on the same connection may own the entry.
             let mut signals = lock(&self.signals);
@@ -258,11 +260,14 @@ impl WsgiPool {
         // AttributeError made and dropped) on the usual result.
         let plain =
             result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
-        let closed = match result.getattr_opt(intern!(py, "close")) {
-            _ if plain => Ok(()),
-            Ok(Some(close)) => close.call0().map(|_| ()),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
+        let closed = if plain {
+            Ok(())
+        } else {
+            match result.getattr_opt(intern!(py, "close")) {
+                Ok(Some(close)) => close.call0().map(|_| ()),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
         };
         // The response's error first; a failing close() counts as the
         // app's failure too.
