@@ -18,7 +18,7 @@ __all__ = ["ASGIApp", "Config", "ConfigError", "LIFESPAN_MODES", "LOG_LEVELS"]
 
 ASGIApp = Callable[..., Any]
 LifespanMode = Literal["auto", "on", "off"]
-Interface = Literal["auto", "asgi3", "asgi2"]
+Interface = Literal["auto", "asgi3", "asgi2", "wsgi"]
 HeaderInput = Union[tuple[str, str], list[str], str]
 
 LIFESPAN_MODES = options.LIFESPAN_MODES
@@ -117,6 +117,7 @@ class Config:
         use_colors: bool | None = None,
         asyncio_tasks: bool | None = None,
         interface: Interface = "auto",
+        wsgi_threads: int | None = None,
         env_file: str | os.PathLike[str] | None = None,
         reload_delay: float = 0.25,
         reload_includes: list[str] | str | None = None,
@@ -258,6 +259,7 @@ class Config:
             asyncio_tasks = _from_environment("asyncio_tasks", unset=False)
         self.asyncio_tasks: bool = _valid("asyncio_tasks", asyncio_tasks)
         self.interface: Interface = _valid("interface", interface)
+        self.wsgi_threads: int | None = _valid("wsgi_threads", wsgi_threads)
 
         self.reload_delay: float = _valid("reload_delay", reload_delay)
         self.reload_includes: list[str] = _valid("reload_includes", reload_includes)
@@ -340,6 +342,13 @@ class Config:
                 f"{self.app!r} takes no arguments; if it is an application "
                 "factory, use --factory (factory=True)",
             )
+        if self.interface == "wsgi":
+            # Served natively (ferrule's WSGI threads), never wrapped.
+            if not callable(obj):
+                raise ConfigError("app", f"{self.app!r} is not a WSGI callable")
+            wsgi_app: ASGIApp = obj
+            self.loaded_app = wsgi_app
+            return wsgi_app
         if _is_asgi2(obj, self.interface):
             app: ASGIApp = _asgi2_adapter(obj)
         else:
@@ -426,7 +435,24 @@ class Config:
         lines = self._tls_notices()
         if self.http2:
             lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
+        if self.interface == "wsgi" and self.lifespan == "on":
+            lines.append("A WSGI app has no lifespan; --lifespan on ignored")
+        if self.interface != "wsgi" and self.wsgi_threads is not None:
+            lines.append("--wsgi-threads applies to --interface wsgi only; ignored")
         return lines
+
+    @property
+    def wsgi_thread_count(self) -> int:
+        """The WSGI pool's size: ``wsgi_threads``, or twice the CPUs this
+        process may use, kept between 4 and 32 (threads blocked on I/O
+        need company; beyond that they only contend for the GIL)."""
+        if self.wsgi_threads is not None:
+            return self.wsgi_threads
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(4, min(32, 2 * cpus))
 
     def _tls_notices(self) -> list[str]:
         """TLS options that cannot apply: without a certificate (uvicorn

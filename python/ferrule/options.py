@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 LIFESPAN_MODES: tuple[str, ...] = ("auto", "on", "off")
-INTERFACES: tuple[str, ...] = ("auto", "asgi3", "asgi2")
+INTERFACES: tuple[str, ...] = ("auto", "asgi3", "asgi2", "wsgi")
 WS_PROTOCOLS: tuple[str, ...] = (
     "auto",
     "none",
@@ -797,10 +797,22 @@ OPTIONS: tuple[Option, ...] = (
         "interface",
         "auto",
         "Application interface: asgi3, asgi2 (a callable taking the scope and "
-        "returning an async callable of receive and send), or auto to tell them "
-        "apart as uvicorn does.",
+        "returning an async callable of receive and send), auto to tell them "
+        "apart as uvicorn does, or wsgi (a PEP 3333 app, run on --wsgi-threads "
+        "threads; lifespan off).",
         _one_of(INTERFACES),
         choices=INTERFACES,
+        engine=True,
+    ),
+    Option(
+        "wsgi_threads",
+        None,
+        "Threads that run a WSGI app (--interface wsgi): requests beyond them "
+        "wait in a queue.",
+        _integer(minimum=1, optional=True),
+        _parse_int,
+        metavar="N",
+        shown_default="2 x CPUs, 4 to 32",
     ),
     Option(
         "env_file",

@@ -30,7 +30,7 @@ const HTTP_EXTENSIONS: [&str; 3] = [
     "http.response.early_hint",
 ];
 
-fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
+pub(super) fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     if !raw.contains(&b'%') {
         return Cow::Borrowed(raw);
     }

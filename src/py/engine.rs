@@ -4,7 +4,7 @@
 //! reported to the bridge.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrule_engine::net::proxy::TrustedProxies;
 use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings};
@@ -20,6 +20,7 @@ use crate::bridge::context::{Bridge, PyRefs};
 use crate::bridge::dispatch::dispatch;
 use crate::bridge::scope::ScopeTemplate;
 use crate::bridge::task::{RequestTask, TaskEnv};
+use crate::bridge::wsgi::WsgiPool;
 
 pyo3::create_exception!(
     _ferrule,
@@ -31,7 +32,7 @@ pyo3::create_exception!(
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 35] = [
+const OPTIONS: [&str; 36] = [
     "host",
     "port",
     "fd",
@@ -67,6 +68,7 @@ const OPTIONS: [&str; 35] = [
     "ssl_ciphers",
     "ssl_and_plain",
     "ssl_refuse_plain",
+    "interface",
 ];
 
 /// The TLS settings in the options (None: no certificate, plain HTTP).
@@ -109,6 +111,8 @@ pub struct Engine {
     core: ferrule_engine::Engine,
     root_path: String,
     bridge: OnceLock<Arc<Bridge>>,
+    /// The WSGI app's worker pool (`interface="wsgi"`).
+    wsgi: OnceLock<Arc<WsgiPool>>,
     /// The `(fd, events)` list handed to Python.
     ready: Mutex<Vec<(i32, u32)>>,
     /// The event batch's buffer, kept between iterations.
@@ -195,6 +199,8 @@ impl Engine {
         let allow: Vec<String> = item(d, "forwarded_allow_ips")?.extract()?;
         // None (off), or the peers whose PROXY header is believed.
         let proxy_protocol: Option<Vec<String>> = item(d, "proxy_protocol")?.extract()?;
+        // A WSGI app runs on threads of its own and has no WebSockets.
+        let wsgi = item(d, "interface")?.extract::<String>()? == "wsgi";
         let cfg = ServerConfig {
             limits: Limits {
                 max_head_bytes: item(d, "limit_request_head_size")?.extract()?,
@@ -215,7 +221,7 @@ impl Engine {
             proxies: TrustedProxies::parse(&allow),
             proxy_protocol: proxy_protocol.map(|p| TrustedProxies::parse(&p)),
             // Every --ws value but "none" is ferrule's own implementation.
-            ws: if item(d, "ws")?.extract::<String>()? == "none" {
+            ws: if wsgi || item(d, "ws")?.extract::<String>()? == "none" {
                 None
             } else {
                 Some(WsConfig {
@@ -227,6 +233,7 @@ impl Engine {
                 })
             },
             tls: tls_acceptor(d)?,
+            app_threads: wsgi,
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;
@@ -245,6 +252,7 @@ impl Engine {
             core,
             root_path: item(d, "root_path")?.extract()?,
             bridge: OnceLock::new(),
+            wsgi: OnceLock::new(),
             ready: Mutex::new(Vec::with_capacity(64)),
             batch: Mutex::new(Vec::with_capacity(64)),
         })
@@ -298,9 +306,13 @@ impl Engine {
     /// `debug_log(line)` gets the engine's debug lines; `durations` turns on
     /// the request duration histogram (read by the metrics endpoint);
     /// `reset_contextvars` starts each request in an empty context.
+    /// `wsgi_environ`: `app` is a WSGI app, run by the threads that call
+    /// `wsgi_work()`; each request's environ is a copy of this dict (its
+    /// `wsgi.file_wrapper` is the type sent by sendfile) plus the request's
+    /// keys.
     #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
                         task_name = "ferrule-http", native_tasks = true, debug_log = None,
-                        durations = false, reset_contextvars = false))]
+                        durations = false, reset_contextvars = false, wsgi_environ = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -316,7 +328,15 @@ impl Engine {
         debug_log: Option<Py<PyAny>>,
         durations: bool,
         reset_contextvars: bool,
+        wsgi_environ: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        if wsgi_environ.is_some() != self.core.shared().cfg.app_threads {
+            return Err(PyValueError::new_err(
+                "wsgi_environ goes with interface='wsgi', and only with it",
+            ));
+        }
+        let wsgi_app = wsgi_environ.as_ref().map(|_| app.clone_ref(py));
+        let wsgi_report = report.clone_ref(py);
         let done = event_loop.call_method0("create_future")?;
         let tasks_mod = py.import("asyncio")?.getattr("tasks")?;
         let has_factory = !event_loop.call_method0("get_task_factory")?.is_none();
@@ -367,11 +387,23 @@ impl Engine {
             .stats
             .timing
             .store(durations, std::sync::atomic::Ordering::Relaxed);
-        if self
-            .bridge
-            .set(Arc::new(Bridge::new(refs, scope, tasks)))
-            .is_err()
-        {
+        let bridge = Arc::new(Bridge::new(refs, scope, tasks));
+        if let (Some(environ), Some(app)) = (wsgi_environ, wsgi_app) {
+            let file_wrapper = environ
+                .get_item("wsgi.file_wrapper")?
+                .ok_or_else(|| PyValueError::new_err("wsgi_environ needs wsgi.file_wrapper"))?;
+            let pool = WsgiPool::new(
+                bridge.clone(),
+                app,
+                environ.unbind(),
+                file_wrapper.unbind(),
+                wsgi_report,
+            );
+            if self.wsgi.set(Arc::new(pool)).is_err() {
+                return Err(PyRuntimeError::new_err("engine already started"));
+            }
+        }
+        if self.bridge.set(bridge).is_err() {
             return Err(PyRuntimeError::new_err("engine already started"));
         }
         self.core
@@ -386,7 +418,11 @@ impl Engine {
     fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(i32, u32)>> {
         let wait = Wait::from_timeout(timeout);
         let core = &self.core;
-        py.detach(|| core.wait(wait));
+        let wsgi = self.wsgi.get();
+        py.detach(|| match wsgi {
+            None => core.wait(wait),
+            Some(pool) => self.wait_wsgi(pool, wait),
+        });
         let ready = {
             let mut out = lock(&self.ready);
             core.ready_fds(&mut out);
@@ -415,6 +451,31 @@ impl Engine {
         self.bridge.get().is_some_and(|b| b.refs.task_driver)
     }
 
+    /// A WSGI worker thread's body: runs requests until `wsgi_stop()`
+    /// (the GIL is released while the queue is empty).
+    fn wsgi_work(&self, py: Python<'_>) -> PyResult<()> {
+        let pool = self
+            .wsgi
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("no WSGI app is served"))?
+            .clone();
+        pool.work(py)
+    }
+
+    /// WSGI requests queued or running (0 without a WSGI app).
+    fn wsgi_busy(&self) -> usize {
+        self.wsgi.get().map_or(0, |p| p.busy())
+    }
+
+    /// The WSGI workers end once the queue is empty; `abort`: reads and
+    /// writes still blocked give up as if the client had gone.
+    #[pyo3(signature = (abort = false))]
+    fn wsgi_stop(&self, abort: bool) {
+        if let Some(p) = self.wsgi.get() {
+            p.stop(abort);
+        }
+    }
+
     /// Requests whose response is not complete yet.
     fn in_flight(&self) -> usize {
         self.core.in_flight()
@@ -431,6 +492,63 @@ impl Engine {
 }
 
 impl Engine {
+    /// Without the GIL: hands a WSGI app's requests and wake-ups to its
+    /// threads, so the loop thread never waits for the GIL the apps hold
+    /// just to pass them on. What is left (debug lines) is dispatched with
+    /// the GIL as usual.
+    /// `select()`'s wait with a WSGI app: requests and wake-ups go to its
+    /// threads, and the wait goes on until Python has something to do (an
+    /// fd ready, another event, the timeout), so the loop thread does not
+    /// take the GIL from the apps per request.
+    fn wait_wsgi(&self, pool: &WsgiPool, wait: Wait) {
+        let core = &self.core;
+        let deadline = match wait {
+            Wait::For(d) => Instant::now().checked_add(d),
+            _ => None,
+        };
+        let mut wait = wait;
+        let mut fds = Vec::new();
+        loop {
+            core.wait(wait);
+            if self.route_wsgi(pool) || matches!(wait, Wait::Poll) {
+                return;
+            }
+            core.ready_fds(&mut fds);
+            if !fds.is_empty() {
+                return;
+            }
+            if let Wait::For(_) = wait {
+                match deadline.and_then(|d| d.checked_duration_since(Instant::now())) {
+                    Some(left) if !left.is_zero() => wait = Wait::For(left),
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// Returns true if events are left for the bridge.
+    fn route_wsgi(&self, pool: &WsgiPool) -> bool {
+        let mut batch = std::mem::take(&mut *lock(&self.batch));
+        self.core.take_events(&mut batch);
+        let mut rest = Vec::new();
+        for ev in batch.drain(..) {
+            match ev {
+                Event::Request(exchange, head) => pool.submit(exchange, head),
+                Event::Wake(exchange) => pool.wake(exchange.id()),
+                // The bridge keeps nothing per connection for WSGI.
+                Event::Closed(id) => pool.wake(id),
+                other => rest.push(other),
+            }
+        }
+        let left = !rest.is_empty();
+        let shared = self.core.shared();
+        for ev in rest {
+            shared.push_event(ev);
+        }
+        *lock(&self.batch) = batch;
+        left
+    }
+
     /// Hands the queued events to the bridge. Responses that end during the
     /// batch are written when it ends.
     fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
@@ -442,7 +560,7 @@ impl Engine {
         }
         let bridge = self.bridge()?;
         self.core.begin_batch();
-        let r = dispatch(py, bridge, &mut batch);
+        let r = dispatch(py, bridge, self.wsgi.get().map(|p| &**p), &mut batch);
         self.core.end_batch();
         *lock(&self.batch) = batch;
         r

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// WebSocket upgrades are served; None (`--ws none`): they reach the
     /// app as plain HTTP requests.
     pub ws: Option<WsConfig>,
+    /// The app runs on threads of its own (WSGI), not on the loop thread:
+    /// its writes go out at once (there is no batch to end), and what it
+    /// schedules for a driver also wakes the loop's `select()`.
+    pub app_threads: bool,
 }
 
 /// The WebSocket settings (`--ws-*`).
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             write_high_water: 64 * 1024,
             ws: Some(WsConfig::default()),
             tls: None,
+            app_threads: false,
         }
     }
 }
