@@ -11,6 +11,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 
 @dataclass
@@ -39,7 +40,13 @@ class Reply:
 class H2Client:
     """One HTTP/2 connection (h2c prior knowledge, or TLS with ALPN h2)."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        window: int | None = None,
+    ) -> None:
         sock = socket.create_connection((host, port), timeout=10)
         if tls is not None:
             tls.set_alpn_protocols(["h2"])
@@ -49,11 +56,20 @@ class H2Client:
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.conn.initiate_connection()
+        if window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.flush()
         self.buf = b""
         self.replies: dict[int, Reply] = {}
         self.goaways: list[Goaway] = []
         self.closed = False
+        self.acked = False
+        if window is not None:
+            # Until the server acknowledges the window, it may use the
+            # default one.
+            self.acked = False
+            while not self.acked and self.pump():
+                pass
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
@@ -126,7 +142,9 @@ class H2Client:
         return True
 
     def handle(self, ev: Any) -> None:
-        if isinstance(ev, h2.events.InformationalResponseReceived):
+        if isinstance(ev, h2.events.SettingsAcknowledged):
+            self.acked = True
+        elif isinstance(ev, h2.events.InformationalResponseReceived):
             self.replies[ev.stream_id].informational.append(list(ev.headers))
         elif isinstance(ev, h2.events.ResponseReceived):
             self.replies[ev.stream_id].headers = list(ev.headers)

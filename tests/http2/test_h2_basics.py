@@ -446,6 +446,39 @@ def test_send_after_a_reset_raises_the_same_oserror_as_http1(serve: Any) -> None
     )
 
 
+def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(serve: Any) -> None:
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    async def big(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for _ in range(10):
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            done.set()
+
+    server = serve(big, timeout_send=0.5)
+    # The client never opens its window: nothing of the body can be sent.
+    client = H2Client("127.0.0.1", server.port, window=0)
+    try:
+        t0 = time.monotonic()
+        sid = client.start("/")
+        reply = client.wait(sid)
+        assert done.wait(5)
+        elapsed = time.monotonic() - t0
+    finally:
+        client.close()
+    assert reply.status == 200 and reply.body == b""
+    assert reply.reset is not None
+    assert 0.4 < elapsed < 3
+    assert raised and isinstance(raised[0], OSError)
+
+
 def test_app_error_before_the_response_gives_500_and_the_connection_lives(serve: Any) -> None:
     async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
