@@ -524,6 +524,23 @@ def test_access_log_and_stats_count_h2_requests(serve: Any) -> None:
 # ------------------------------------------------------------ shutdown
 
 
+def test_an_idle_connection_gets_goaway_after_the_keep_alive_time(serve: Any) -> None:
+    server = serve(scope_app, timeout_keep_alive=0.3, lifespan="off")
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        sid = client.start("/")
+        assert client.wait(sid).status == 200
+        t0 = time.monotonic()
+        while client.pump():
+            pass
+        idle = time.monotonic() - t0
+    finally:
+        client.close()
+    assert client.goaways and client.goaways[0].error_code == 0
+    assert 0.2 < idle < 3
+    assert server.stats()["closed_keep_alive_timeout"] >= 1
+
+
 def test_graceful_shutdown_sends_goaway_and_lets_the_open_stream_finish(serve: Any) -> None:
     started = threading.Event()
 

@@ -75,10 +75,10 @@ fn builder(conn: &Conn) -> h2::server::Builder {
         .initial_connection_window_size(cfg.initial_window_size.saturating_mul(4))
         // Rapid reset (CVE-2023-44487): streams the client resets before
         // the app saw them, and streams we had to reset, are bounded;
-        // beyond, GOAWAY ENHANCE_YOUR_CALM.
-        .max_pending_accept_reset_streams(cfg.max_concurrent_streams.max(20) as usize)
+        // beyond, GOAWAY ENHANCE_YOUR_CALM. (The `h2` crate's own defaults,
+        // which hyper ships: said here so a change of theirs is seen.)
+        .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(Some(1024))
-        .max_concurrent_reset_streams(cfg.max_concurrent_streams.max(10) as usize)
         // What one stream may have queued in `h2` beyond the peer's window.
         .max_send_buffer_size(conn.shared.cfg.write_high_water.max(16 * 1024));
     b
