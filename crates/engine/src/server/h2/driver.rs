@@ -172,7 +172,15 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             .await
         };
         match step {
-            Step::Stream(req, respond) => {
+            Step::Stream(req, mut respond) => {
+                // A request without `:path` (CONNECT aside) is malformed
+                // (RFC 9113 §8.3.1); `h2` refuses only an empty one.
+                // (A `Uri` built without a path says so by an empty `path()`.)
+                let no_path = req.uri().path().is_empty();
+                if req.method() != http::Method::CONNECT && no_path {
+                    respond.send_reset(h2::Reason::PROTOCOL_ERROR);
+                    continue;
+                }
                 let head = build_head(&req);
                 start_stream(&conn, &hub, head, req.into_body(), respond);
             }
