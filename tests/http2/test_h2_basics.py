@@ -384,6 +384,24 @@ def test_early_hints_arrive_as_a_103_before_the_response(serve: Any) -> None:
     assert reply.status == 200 and reply.body == b"ok"
 
 
+def test_expect_100_continue_is_answered_when_the_app_reads(serve: Any) -> None:
+    server = serve(scope_app)
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        sid = client.start(
+            "/e", method="POST", headers=[("expect", "100-continue")], end=False
+        )
+        reply = client.replies[sid]
+        while not reply.informational and client.pump():
+            pass
+        assert dict(reply.informational[0])[b":status"] == b"100"
+        client.send_data(sid, b"abc", end=True)
+        reply = client.wait(sid)
+    finally:
+        client.close()
+    assert reply.status == 200 and json.loads(reply.body)["body"] == 3
+
+
 # ------------------------------------------------------------ resets, errors
 
 

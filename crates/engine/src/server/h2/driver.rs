@@ -277,8 +277,13 @@ fn start_stream(
     conn.lock().seq += 1;
     let id = shared.next_id();
     let body_done = body.is_end_stream();
+    let expect_continue = !body_done
+        && head
+            .header(b"expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let st = StreamState {
         body_done,
+        expect_continue,
         is_head: head.is_head(),
         started_at: shared.stats.request_started(),
         ..StreamState::default()
