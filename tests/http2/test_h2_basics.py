@@ -497,6 +497,17 @@ def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(serve: Any
     assert raised and isinstance(raised[0], OSError)
 
 
+def test_limit_request_body_answers_413_per_stream(serve: Any) -> None:
+    server = serve(scope_app, limit_request_body=1000)
+    with h2c() as client:
+        # Announced by content-length, and found out while streaming.
+        assert client.post(server.url + "/", content=b"x" * 2000).status_code == 413
+        streamed = client.post(server.url + "/", content=iter([b"x" * 600, b"y" * 600]))
+        assert streamed.status_code == 413
+        # The connection goes on.
+        assert client.post(server.url + "/", content=b"x" * 10).json()["body"] == 10
+
+
 def test_app_error_before_the_response_gives_500_and_the_connection_lives(serve: Any) -> None:
     async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

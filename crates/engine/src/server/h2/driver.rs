@@ -131,11 +131,6 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             idle.as_mut()
                 .reset(Instant::now() + shared.cfg.keep_alive_timeout);
         }
-        if shared.is_shutting_down() && !going_away {
-            going_away = true;
-            h2c.graceful_shutdown();
-            wake_waiting(&hub);
-        }
         // Short-lived, one at a time: its size does not matter.
         #[allow(clippy::large_enum_variant)]
         enum Step {
@@ -145,8 +140,15 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             Look,
         }
         let step = {
+            // Made before the flag is read: a stop in between still
+            // completes it.
             let mut stop = pin!(shared.shutdown.notified());
             let mut ended = pin!(hub.ended.notified());
+            if shared.is_shutting_down() && !going_away {
+                going_away = true;
+                h2c.graceful_shutdown();
+                wake_waiting(&hub);
+            }
             poll_fn(|cx| {
                 if let Poll::Ready(r) = h2c.poll_accept(cx) {
                     return Poll::Ready(match r {
