@@ -64,6 +64,8 @@ class H2Client:
         self.goaways: list[Goaway] = []
         self.closed = False
         self.acked = False
+        # False: PINGs go unanswered (a client that does not play along).
+        self.answer_pings = True
         if window is not None:
             # Until the server acknowledges the window, it may use the
             # default one.
@@ -125,6 +127,8 @@ class H2Client:
             if len(self.buf) < size:
                 break
             frame, self.buf = self.buf[:size], self.buf[size:]
+            if frame[3] == 0x6 and not self.answer_pings:
+                continue
             if frame[3] == 0x7:
                 # GOAWAY is kept here, not given to the `h2` package: it
                 # would refuse the frames of the streams still finishing.

@@ -559,6 +559,25 @@ def test_access_log_and_stats_count_h2_requests(serve: Any) -> None:
 # ------------------------------------------------------------ shutdown
 
 
+def test_a_client_that_ignores_the_goaway_ping_is_closed_anyway(serve: Any) -> None:
+    server = serve(scope_app, timeout_keep_alive=0.3, lifespan="off")
+    client = H2Client("127.0.0.1", server.port)
+    client.answer_pings = False
+    try:
+        sid = client.start("/")
+        assert client.wait(sid).status == 200
+        t0 = time.monotonic()
+        while client.pump():
+            pass
+        closed_after = time.monotonic() - t0
+    finally:
+        client.close()
+    # GOAWAY(2^31-1) and its PING after one idle period; no PONG: after
+    # another, GOAWAY with the last stream and the close.
+    assert [g.last_stream_id for g in client.goaways] == [2**31 - 1, sid]
+    assert 0.5 < closed_after < 3
+
+
 def test_an_idle_connection_gets_goaway_after_the_keep_alive_time(serve: Any) -> None:
     server = serve(scope_app, timeout_keep_alive=0.3, lifespan="off")
     client = H2Client("127.0.0.1", server.port)

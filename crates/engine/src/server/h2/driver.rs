@@ -163,10 +163,19 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
                 if ended.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Step::Look);
                 }
-                if idle_armed && !going_away && idle.as_mut().poll(cx).is_ready() {
-                    idle_close = true;
-                    going_away = true;
-                    h2c.graceful_shutdown();
+                if idle_armed && idle.as_mut().poll(cx).is_ready() {
+                    // Re-armed for one more period on the next turn.
+                    idle_armed = false;
+                    if going_away {
+                        // Still open a keep-alive period after our GOAWAY
+                        // without a stream (a client that does not answer
+                        // its PING, or just stays): the connection ends.
+                        h2c.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    } else {
+                        idle_close = true;
+                        going_away = true;
+                        h2c.graceful_shutdown();
+                    }
                     return Poll::Ready(Step::Look);
                 }
                 Poll::Pending
