@@ -85,15 +85,19 @@ class H2Client:
         headers: list[tuple[str, str]] | None = None,
         body: bytes | None = None,
         end: bool = True,
+        scheme: str = "http",
     ) -> int:
         sid: int = self.conn.get_next_available_stream_id()
         hdrs = [
             (":method", method),
-            (":scheme", "http"),
+            (":scheme", scheme),
             (":authority", "localhost"),
             (":path", path),
             *(headers or []),
         ]
+        if method == "CONNECT":
+            # Extended CONNECT: :protocol right after :method.
+            hdrs.insert(1, hdrs.pop(4))
         self.conn.send_headers(sid, hdrs, end_stream=end and not body)
         if body:
             self.conn.send_data(sid, body, end_stream=end)
@@ -162,6 +166,14 @@ class H2Client:
         elif isinstance(ev, h2.events.StreamReset):
             if ev.stream_id in self.replies:
                 self.replies[ev.stream_id].reset = ev.error_code
+
+    def settings_enable_connect_protocol(self) -> bool:
+        """Whether the server sent SETTINGS_ENABLE_CONNECT_PROTOCOL = 1."""
+        # The server's SETTINGS come first: one read has them.
+        while h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS not in self.conn.remote_settings:
+            if not self.pump():
+                break
+        return bool(self.conn.remote_settings.enable_connect_protocol)
 
     def wait(self, sid: int) -> Reply:
         reply = self.replies[sid]

@@ -27,6 +27,7 @@ use super::super::stats::Stats;
 use super::io::H2Io;
 use super::request::{build_head, upgrade_frame};
 use super::stream::{H2Stream, Out, StreamState};
+use super::tunnel;
 use crate::proto::h1::{BodyFraming, RequestHead};
 use crate::runtime::lock;
 
@@ -69,6 +70,10 @@ fn builder(conn: &Conn) -> h2::server::Builder {
         .max_local_error_reset_streams(Some(1024))
         // What one stream may have queued in `h2` beyond the peer's window.
         .max_send_buffer_size(conn.shared.cfg.write_high_water.max(16 * 1024));
+    if conn.shared.cfg.ws.is_some() {
+        // RFC 8441: WebSockets by extended CONNECT (`tunnel`).
+        b.enable_connect_protocol();
+    }
     b
 }
 
@@ -192,6 +197,10 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
                     respond.send_reset(h2::Reason::PROTOCOL_ERROR);
                     continue;
                 }
+                if shared.cfg.ws.is_some() && tunnel::is_websocket(&req) {
+                    start_tunnel(&conn, &hub, req, respond);
+                    continue;
+                }
                 let head = build_head(&req);
                 start_stream(&conn, &hub, head, req.into_body(), respond);
             }
@@ -233,6 +242,23 @@ fn wake_waiting(hub: &Hub) {
             s.push_wake();
         }
     }
+}
+
+/// A WebSocket over HTTP/2: counted as an open stream while it lasts.
+fn start_tunnel(
+    conn: &Arc<Conn>,
+    hub: &Arc<Hub>,
+    req: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    hub.active.fetch_add(1, Relaxed);
+    let hub = hub.clone();
+    let conn = conn.clone();
+    conn.clone().shared.exec.spawn(async move {
+        tunnel::serve(conn, req, respond).await;
+        hub.active.fetch_sub(1, Relaxed);
+        hub.ended.notify_one();
+    });
 }
 
 /// A request ferrule answers itself (413, 503) instead of starting the app.
