@@ -325,11 +325,22 @@ def test_pathsend_file_is_sent_as_data(serve: Any, tmp_path: Path) -> None:
     assert r.content == data
 
 
-def test_head_request_gets_no_body(serve: Any) -> None:
-    server = serve(scope_app)
+def test_head_request_and_204_get_no_body(serve: Any) -> None:
+    async def no_content(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/204":
+            await scope_app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b"dropped"})
+
+    server = serve(no_content)
     with h2c() as client:
         r = client.head(server.url + "/")
-    assert r.status_code == 200 and r.content == b""
+        assert r.status_code == 200 and r.content == b""
+        r = client.get(server.url + "/204")
+        assert r.status_code == 204 and r.content == b""
 
 
 # ------------------------------------------------------------ trailers, 1xx
