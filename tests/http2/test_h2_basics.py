@@ -525,6 +525,30 @@ def test_limit_request_body_answers_413_per_stream(serve: Any) -> None:
         assert client.post(server.url + "/", content=b"x" * 10).json()["body"] == 10
 
 
+def test_limit_concurrency_answers_503_to_the_stream_over_it(serve: Any) -> None:
+    release = threading.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"slow"})
+
+    server = serve(slow, limit_concurrency=1)
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        first = client.start("/1")
+        time.sleep(0.2)
+        second = client.request("/2")
+        release.set()
+        assert client.wait(first).body == b"slow"
+    finally:
+        client.close()
+    assert second.status == 503
+
+
 def test_app_error_before_the_response_gives_500_and_the_connection_lives(serve: Any) -> None:
     async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
