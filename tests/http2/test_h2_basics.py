@@ -481,6 +481,37 @@ def test_send_after_a_reset_raises_the_same_oserror_as_http1(serve: Any) -> None
     assert type(raised[0]) is type(raised[1])
 
 
+def test_a_body_that_stops_coming_resets_the_stream_after_the_body_timeout(
+    serve: Any,
+) -> None:
+    seen: list[str] = []
+    done = threading.Event()
+
+    async def reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            msg = await receive()
+            seen.append(msg["type"])
+            if msg["type"] == "http.disconnect" or not msg.get("more_body"):
+                break
+        done.set()
+
+    server = serve(reader, timeout_request_body=0.3)
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        t0 = time.monotonic()
+        sid = client.start("/", method="POST", body=b"part", end=False)
+        reply = client.wait(sid)
+        assert done.wait(5)
+        elapsed = time.monotonic() - t0
+    finally:
+        client.close()
+    assert reply.reset is not None
+    assert seen == ["http.request", "http.disconnect"]
+    assert 0.25 < elapsed < 3
+
+
 def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(serve: Any) -> None:
     raised: list[BaseException] = []
     done = threading.Event()
