@@ -351,6 +351,7 @@ impl WsgiPool {
         let protocol = match head.version {
             Version::Http11 => intern!(py, "HTTP/1.1"),
             Version::Http10 => intern!(py, "HTTP/1.0"),
+            Version::Http2 => intern!(py, "HTTP/2"),
         };
         env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
         let (server_name, server_port) = match exchange.local() {
