@@ -1,0 +1,286 @@
+"""HTTP/2 floods sent as raw frames against the real server (a subprocess on an
+ephemeral port, so its RSS is its own): each case must end with the
+connection closed or the flood refused, and the server's memory bounded.
+
+The cases are the known attacks on HTTP/2 servers: rapid reset
+(CVE-2023-44487), CONTINUATION floods (CVE-2024-27316 class), HPACK bombs,
+SETTINGS and PING floods that make the server queue answers nobody reads,
+zero-window stalls that hold a response in memory, and streams beyond the
+concurrency limit."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from _h2raw import (
+    PEER,
+    Closed,
+    H2Raw,
+    H2Server,
+    ferrule_speaks_h2,
+    request_headers,
+)
+from h2.errors import ErrorCodes
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(not ferrule_speaks_h2(), reason="ferrule has no HTTP/2 yet"),
+]
+
+MiB = 1024 * 1024
+# Each flood below carries (or would make the server hold) 64 MiB or more, so
+# a server that buffers it grows far past this.
+GROWTH_LIMIT = 24 * MiB
+HELLO_APP = "tests.http2.h2apps:hello"
+
+
+@pytest.fixture
+def h2server() -> Iterator[Callable[..., H2Server]]:
+    started: list[H2Server] = []
+
+    def start(app: str = HELLO_APP, **kwargs: Any) -> H2Server:
+        server = H2Server(app, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def warm_baseline(server: H2Server) -> int:
+    """RSS after one ordinary h2 exchange, so first-use allocations are not
+    counted as the flood's."""
+    conn = server.connect()
+    conn.handshake()
+    assert conn.get(1) == (200, b"Hello, world!")
+    conn.close()
+    time.sleep(0.1)
+    return server.rss()
+
+
+def assert_bounded(server: H2Server, before: int) -> None:
+    after = server.rss()
+    assert after - before < GROWTH_LIMIT, (
+        f"server RSS grew by {(after - before) / MiB:.1f} MiB during the flood "
+        f"({before / MiB:.1f} -> {after / MiB:.1f} MiB)"
+    )
+
+
+def assert_still_serves(server: H2Server) -> None:
+    """The flood cost one connection, not the server."""
+    conn = server.connect()
+    conn.handshake()
+    assert conn.get(1) == (200, b"Hello, world!")
+    conn.close()
+
+
+def flood(conn: H2Raw, chunk: bytes, total: int, stall: float = 1.0) -> tuple[int, str]:
+    """Writes ``chunk`` until ``total`` bytes went out, the server closed, or a
+    write blocked for ``stall`` seconds (the server stopped reading). Returns
+    (bytes written, "sent" | "closed" | "stalled")."""
+    conn.sock.settimeout(stall)
+    sent = 0
+    while sent < total:
+        try:
+            conn.sock.sendall(chunk)
+        except socket.timeout:
+            return sent, "stalled"
+        except (BrokenPipeError, ConnectionResetError):
+            return sent, "closed"
+        sent += len(chunk)
+    return sent, "sent"
+
+
+def test_rapid_reset_gets_goaway_enhance_your_calm(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """CVE-2023-44487: HEADERS then RST_STREAM at once, over and over. The
+    server must not keep doing the work of a new stream per 2 frames forever:
+    past a bound it answers GOAWAY (ENHANCE_YOUR_CALM) and closes."""
+    server = h2server()
+    before = warm_baseline(server)
+    conn = server.connect()
+    conn.handshake()
+    block = conn.encode(request_headers("/"))
+    batch = b""
+    stream_id = 1
+    result = "sent"
+    for _ in range(20):  # up to 20 x 500 streams opened and reset
+        batch = b"".join(
+            conn.headers_frame(sid, block=block) + conn.rst_frame(sid)
+            for sid in range(stream_id, stream_id + 1000, 2)
+        )
+        stream_id += 1000
+        _, result = flood(conn, batch, len(batch))
+        if result != "sent":
+            break
+    kind, code, _ = conn.outcome(timeout=5)
+    assert kind in ("goaway", "closed"), f"got {kind} {code}: {conn.describe()}"
+    if kind == "goaway":
+        assert code == ErrorCodes.ENHANCE_YOUR_CALM, conn.describe()
+    assert conn.closed_by_server(5), "GOAWAY sent, but the connection stayed open"
+    assert_bounded(server, before)
+    assert_still_serves(server)
+
+
+def test_continuation_flood_is_closed(h2server: Callable[..., H2Server]) -> None:
+    """CVE-2024-27316 class: a HEADERS without END_HEADERS, then CONTINUATION
+    frames forever. The header block can never be complete; a server that
+    collects it grows without bound. It must close the connection."""
+    server = h2server()
+    before = warm_baseline(server)
+    conn = server.connect()
+    conn.handshake()
+    conn.send(conn.headers_frame(1, request_headers("/"), end_headers=False))
+    # Each CONTINUATION carries complete literal fields (not indexed) so the
+    # bytes stay a valid HPACK stream however far the server decodes them.
+    field = b"\x00\x06x-junk" + b"\x7f\x49" + b"a" * 200  # a 200-byte value
+    fragment = field * 78  # ~16 KiB, under the default SETTINGS_MAX_FRAME_SIZE
+    frames = conn.continuation_frame(1, fragment) * 64  # 1 MiB per write
+    sent, result = flood(conn, frames, 96 * MiB)
+    if result == "sent":
+        pytest.fail(f"the server read {sent / MiB:.0f} MiB of one header block")
+    assert conn.closed_by_server(5), f"{result} after {sent} bytes, but not closed"
+    assert_bounded(server, before)
+    assert_still_serves(server)
+
+
+def test_hpack_bomb_is_refused(h2server: Callable[..., H2Server]) -> None:
+    """A header block of ~16 KiB that indexes one 4 KiB dynamic-table entry
+    thousands of times decompresses to ~48 MiB, far over any header list
+    limit: refused (431, RST_STREAM or a closed connection), never served."""
+    server = h2server()
+    before = warm_baseline(server)
+    conn = server.connect()
+    conn.handshake()
+    refused = 0
+    for sid in range(1, 21, 2):
+        # The last field encoded lands at dynamic index 62; 0xBE indexes it.
+        block = conn.encode(request_headers("/") + [("x-bomb", "a" * 4000)])
+        block += b"\xbe" * (16000 - len(block))
+        if not conn.try_send(conn.headers_frame(sid, block=block)):
+            break
+        try:
+            frame = conn.read_until(
+                lambda f: isinstance(f, (HeadersFrame, RstStreamFrame))
+                and f.stream_id == sid
+                or type(f).__name__ == "GoAwayFrame",
+                timeout=5,
+            )
+        except Exception:  # closed: the strongest refusal
+            refused += 1
+            break
+        if isinstance(frame, HeadersFrame):
+            status = dict(getattr(frame, "decoded")).get(":status")
+            assert status == "431", f"the bomb was served: status {status}"
+        refused += 1
+        if type(frame).__name__ == "GoAwayFrame":
+            break
+    assert refused >= 1
+    assert_bounded(server, before)
+    assert_still_serves(server)
+
+
+@pytest.mark.parametrize(
+    "name, frame",
+    [
+        ("settings", H2Raw.settings_frame({})),
+        ("ping", H2Raw.ping_frame(b"flooding")),
+    ],
+)
+def test_control_frame_flood_unread_is_bounded(
+    h2server: Callable[..., H2Server], name: str, frame: bytes
+) -> None:
+    """SETTINGS and PING each oblige the server to answer (an ACK). A client
+    that floods them and never reads makes those answers pile up: the server
+    must stop reading (or close), not queue them in memory."""
+    server = h2server()
+    before = warm_baseline(server)
+    # A tiny receive buffer on our side: the server's ACKs cannot hide in it.
+    conn = server.connect(recv_buffer=4096)
+    sent, result = flood(conn, frame * 65536, 128 * MiB)
+    assert result in ("stalled", "closed"), (
+        f"the server read {sent / MiB:.0f} MiB of {name} frames without "
+        "anyone reading its answers"
+    )
+    assert_bounded(server, before)
+    conn.close()
+    assert_still_serves(server)
+
+
+def test_zero_window_stall_is_cut_by_send_timeout(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """The client sets SETTINGS_INITIAL_WINDOW_SIZE 0 and never opens it
+    while the app streams 256 MiB: the response cannot move, so the send
+    timeout must end the stream (RST_STREAM) or the connection, and the app's
+    chunks must not pile up in the server meanwhile."""
+    server = h2server("tests.http2.h2apps:stream", args=["--timeout-send", "1"])
+    before = warm_baseline(server)
+    conn = server.connect(settings={0x4: 0})
+    conn.handshake()
+    conn.request(1, "/stream")
+    started = time.monotonic()
+    kind, code, sid = conn.outcome(timeout=8)
+    waited = time.monotonic() - started
+    assert kind in ("rst", "goaway", "closed"), conn.describe()
+    if kind == "rst":
+        assert sid == 1
+    assert not any(
+        isinstance(f, DataFrame) and f.data for f in conn.frames
+    ), "DATA sent into a zero window"
+    assert waited >= 0.5, f"ended after {waited:.2f}s: before the send timeout"
+    assert_bounded(server, before)
+
+
+def test_streams_over_max_concurrent_are_refused(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """RFC 9113 §5.1.2: HEADERS beyond the advertised
+    SETTINGS_MAX_CONCURRENT_STREAMS are a stream error REFUSED_STREAM (or
+    PROTOCOL_ERROR); the streams within the limit are answered."""
+    limit = 4
+    server = h2server(
+        "tests.http2.h2apps:slow", limits={"max-concurrent-streams": limit}
+    )
+    conn = server.connect()
+    settings = conn.handshake()
+    assert settings.settings.get(0x3) == limit, settings.settings
+    time.sleep(0.1)  # our SETTINGS ACK is on its way before the burst
+    opened = list(range(1, 2 * (limit + 4), 2))  # limit + 4 streams at once
+    conn.send(
+        b"".join(conn.headers_frame(sid, request_headers("/slow")) for sid in opened)
+    )
+    answered: set[int] = set()
+    refused: dict[int, int] = {}
+    deadline = time.monotonic() + 8
+    while len(answered) + len(refused) < len(opened) and time.monotonic() < deadline:
+        try:
+            frame = conn.read_until(
+                lambda f: isinstance(f, RstStreamFrame) or "END_STREAM" in f.flags,
+                timeout=deadline - time.monotonic(),
+            )
+        except Closed:
+            pytest.fail(
+                f"connection closed instead of refusing streams: {conn.describe()}"
+            )
+        if isinstance(frame, RstStreamFrame):
+            refused[frame.stream_id] = frame.error_code
+        elif "END_STREAM" in frame.flags:
+            answered.add(frame.stream_id)
+    assert refused, f"no stream refused; answered {sorted(answered)}"
+    assert set(refused.values()) <= {
+        ErrorCodes.REFUSED_STREAM,
+        ErrorCodes.PROTOCOL_ERROR,
+    }, refused
+    assert len(refused) >= len(opened) - limit, (answered, refused)
+    assert answered == set(opened[:limit]), (answered, refused)
+    if PEER == "ferrule":
+        assert set(refused.values()) == {ErrorCodes.REFUSED_STREAM}, refused
