@@ -124,6 +124,10 @@ class Config:
         h11_max_incomplete_event_size: int | None = None,
         reset_contextvars: bool = False,
         http2: bool = False,
+        h2_max_concurrent_streams: int = 100,
+        h2_max_header_list_size: int = 65536,
+        h2_max_frame_size: int = 16384,
+        h2_initial_window_size: int = 1048576,
         ws: str = "auto",
         ws_max_size: int = 16777216,
         ws_max_queue: int = 32,
@@ -139,6 +143,7 @@ class Config:
         ssl_ciphers: str | None = None,
         ssl_and_plain: bool = False,
         ssl_refuse_plain: bool = False,
+        http: str = "auto",
     ) -> None:
         if not (isinstance(app, str) or callable(app)):
             raise ConfigError(
@@ -282,8 +287,17 @@ class Config:
             self.limit_request_head_size = self.h11_max_incomplete_event_size
         self.reset_contextvars: bool = _valid("reset_contextvars", reset_contextvars)
 
-        # Not served yet: kept for the work that adds them (see notices()).
         self.http2: bool = _valid("http2", http2)
+        self.h2_max_concurrent_streams: int = _valid(
+            "h2_max_concurrent_streams", h2_max_concurrent_streams
+        )
+        self.h2_max_header_list_size: int = _valid(
+            "h2_max_header_list_size", h2_max_header_list_size
+        )
+        self.h2_max_frame_size: int = _valid("h2_max_frame_size", h2_max_frame_size)
+        self.h2_initial_window_size: int = _valid(
+            "h2_initial_window_size", h2_initial_window_size
+        )
         self.ws: str = _valid("ws", ws)
         self.ws_max_size: int = _valid("ws_max_size", ws_max_size)
         self.ws_max_queue: int = _valid("ws_max_queue", ws_max_queue)
@@ -305,6 +319,7 @@ class Config:
         self.ssl_ciphers: str | None = _valid("ssl_ciphers", ssl_ciphers)
         self.ssl_and_plain: bool = _valid("ssl_and_plain", ssl_and_plain)
         self.ssl_refuse_plain: bool = _valid("ssl_refuse_plain", ssl_refuse_plain)
+        self.http: str = _valid("http", http)
 
         self.loaded_app: ASGIApp | None = None
 
@@ -393,6 +408,8 @@ class Config:
         # its parent's socket as ``fd`` while ``uds`` still names its file.
         if self.fd is not None:
             result["uds"] = None
+        # ... --http as auto, h1 or h2 (uvicorn's names and --http2 mapped), ...
+        result["http"] = options.http_mode(self.http, self.http2)
         # ... and paths as text.
         for name in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"):
             if result[name] is not None:
@@ -424,8 +441,13 @@ class Config:
         """One line per option given that ferrule accepts but does not act on
         yet (logged at start-up on ``ferrule.error``)."""
         lines = self._tls_notices()
-        if self.http2:
-            lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
+        if self.http in ("h11", "httptools", "zttp"):
+            mode = options.http_mode(self.http, self.http2)
+            served = {"h1": "HTTP/1.1 only", "auto": "HTTP/1.1 and HTTP/2"}[mode]
+            lines.append(
+                f"--http {self.http}: ferrule's own engine serves {served} "
+                f"(as --http {mode})"
+            )
         return lines
 
     def _tls_notices(self) -> list[str]:

@@ -39,7 +39,9 @@ __all__ = [
     "Option",
     "RELOAD_EXCLUDES",
     "RELOAD_INCLUDES",
+    "HTTP_MODES",
     "WS_PROTOCOLS",
+    "http_mode",
     "markdown_table",
     "parse_bool",
 ]
@@ -53,6 +55,9 @@ WS_PROTOCOLS: tuple[str, ...] = (
     "websockets-sansio",
     "wsproto",
 )
+#: --http: ferrule's modes first, then uvicorn's names (h11 and httptools
+#: mean HTTP/1.1 only, zttp HTTP/1.1 and HTTP/2: as auto).
+HTTP_MODES: tuple[str, ...] = ("auto", "h1", "h2", "h11", "httptools", "zttp")
 #: uvicorn's --reload-include/--reload-exclude defaults.
 RELOAD_INCLUDES: tuple[str, ...] = ("*.py",)
 RELOAD_EXCLUDES: tuple[str, ...] = (".*", ".py[cod]", ".sw.*", "~*")
@@ -858,15 +863,55 @@ OPTIONS: tuple[Option, ...] = (
         _boolean(),
         style="switch",
     ),
-    # HTTP/2 and TLS are not served yet: the options exist with uvicorn's
-    # names, values and defaults so uvicorn command lines run (and the work
-    # that adds them has them), with a notice when set.
     Option(
         "http2",
         False,
-        "HTTP/2 is not served yet: accepted with a notice.",
+        "uvicorn's switch for HTTP/2: HTTP/2 is on already with --http auto "
+        "(the default); with --http h1/h11/httptools it turns HTTP/2 back on "
+        "(as auto).",
         _boolean(),
         style="switch",
+    ),
+    Option(
+        "h2_max_concurrent_streams",
+        100,
+        "HTTP/2: streams a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS).",
+        _integer(minimum=1, maximum=2**31 - 1),
+        _parse_int,
+        metavar="N",
+        engine=True,
+    ),
+    Option(
+        "h2_max_header_list_size",
+        65536,
+        "HTTP/2: largest request header list in bytes, as HPACK decodes it "
+        "(SETTINGS_MAX_HEADER_LIST_SIZE).",
+        _integer(minimum=1024, maximum=2**31 - 1),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+    ),
+    Option(
+        "h2_max_frame_size",
+        16384,
+        "HTTP/2: largest frame payload a client may send "
+        "(SETTINGS_MAX_FRAME_SIZE, 16384 to 16777215).",
+        _integer(minimum=16384, maximum=16777215),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+    ),
+    Option(
+        "h2_initial_window_size",
+        1048576,
+        "HTTP/2: request body bytes a stream may send before the app reads "
+        "them (SETTINGS_INITIAL_WINDOW_SIZE; the connection's window is four "
+        "times it).",
+        _integer(minimum=1, maximum=2**31 - 1),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
     ),
     Option(
         "ws",
@@ -1027,15 +1072,25 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "http",
         "auto",
-        "Accepted for uvicorn command lines; ferrule parses HTTP itself, "
-        "so a value other than auto prints a notice and changes nothing.",
-        _any_text,
-        metavar="HTTP",
-        cli_only=True,
+        "Protocols served: auto (HTTP/2 by TLS ALPN and h2c on plain "
+        "connections, HTTP/1.1 otherwise), h1 (HTTP/1.1 only), h2 (HTTP/2 "
+        "only). uvicorn's h11 and httptools mean h1 (ferrule's own parser), "
+        "zttp means auto; each prints a notice.",
+        _one_of(HTTP_MODES),
+        choices=HTTP_MODES,
+        engine=True,
     ),
 )
 
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def http_mode(http: str, http2: bool) -> str:
+    """The engine's --http mode (auto, h1 or h2) for ``--http`` and ``--http2``."""
+    mode = {"h11": "h1", "httptools": "h1", "zttp": "auto"}.get(http, http)
+    if http2 and mode == "h1":
+        return "auto"
+    return mode
 ENGINE_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.engine)
 
 

@@ -294,6 +294,7 @@ impl HttpResponder {
         let version = match info.version {
             Version::Http10 => "1.0",
             Version::Http11 => "1.1",
+            Version::Http2 => "2",
         };
         let ms = info.started.elapsed().as_secs_f64() * 1000.0;
         cb.bind(py).call1((

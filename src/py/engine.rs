@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ferrule_engine::net::proxy::TrustedProxies;
-use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings};
+use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings, ALPN_AUTO, ALPN_H1, ALPN_H2};
 use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
-use ferrule_engine::server::config::{ServerConfig, WsConfig};
+use ferrule_engine::server::config::{H2Config, HttpMode, ServerConfig, WsConfig};
 use ferrule_engine::server::exchange::Event;
 use ferrule_engine::{Bind, Wait};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -31,7 +31,7 @@ pyo3::create_exception!(
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 35] = [
+const OPTIONS: [&str; 40] = [
     "host",
     "port",
     "fd",
@@ -67,7 +67,25 @@ const OPTIONS: [&str; 35] = [
     "ssl_ciphers",
     "ssl_and_plain",
     "ssl_refuse_plain",
+    "http",
+    "h2_max_concurrent_streams",
+    "h2_max_header_list_size",
+    "h2_max_frame_size",
+    "h2_initial_window_size",
 ];
+
+/// `--http` as the engine takes it (the Python side has mapped uvicorn's
+/// `h11`/`httptools` to `h1`).
+fn http_mode(d: &Bound<'_, PyDict>) -> PyResult<HttpMode> {
+    match item(d, "http")?.extract::<String>()?.as_str() {
+        "auto" => Ok(HttpMode::Auto),
+        "h1" => Ok(HttpMode::H1),
+        "h2" => Ok(HttpMode::H2),
+        other => Err(PyValueError::new_err(format!(
+            "http must be auto, h1 or h2, got {other:?}"
+        ))),
+    }
+}
 
 /// The TLS settings in the options (None: no certificate, plain HTTP).
 fn tls_settings(d: &Bound<'_, PyDict>) -> PyResult<Option<TlsSettings>> {
@@ -91,6 +109,11 @@ fn tls_settings(d: &Bound<'_, PyDict>) -> PyResult<Option<TlsSettings>> {
         ciphers: item(d, "ssl_ciphers")?.extract()?,
         and_plain: item(d, "ssl_and_plain")?.extract()?,
         refuse_plain: item(d, "ssl_refuse_plain")?.extract()?,
+        alpn: match http_mode(d)? {
+            HttpMode::Auto => ALPN_AUTO,
+            HttpMode::H1 => ALPN_H1,
+            HttpMode::H2 => ALPN_H2,
+        },
     }))
 }
 
@@ -227,6 +250,13 @@ impl Engine {
                 })
             },
             tls: tls_acceptor(d)?,
+            http: http_mode(d)?,
+            h2: H2Config {
+                max_concurrent_streams: item(d, "h2_max_concurrent_streams")?.extract()?,
+                max_header_list_size: item(d, "h2_max_header_list_size")?.extract()?,
+                max_frame_size: item(d, "h2_max_frame_size")?.extract()?,
+                initial_window_size: item(d, "h2_initial_window_size")?.extract()?,
+            },
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;

@@ -31,9 +31,11 @@ use rustls::{RootCertStore, SupportedCipherSuite};
 
 use super::stream::Stream;
 
-/// The protocols ALPN offers, in preference order (`h2` goes first here
-/// once HTTP/2 is served).
-pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The protocols ALPN offers, in preference order, for each `--http`
+/// mode: HTTP/1.1 only (`h1`), HTTP/2 first (`auto`), HTTP/2 only (`h2`).
+pub const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
+pub const ALPN_AUTO: &[&[u8]] = &[b"h2", b"http/1.1"];
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
 
 /// Plaintext encrypted per write call: bounds what rustls holds for a
 /// client that does not read.
@@ -76,6 +78,8 @@ pub struct TlsSettings {
     /// `--ssl-refuse-plain`: a plain HTTP request on a TLS-only port gets a
     /// 400 instead of a silent close.
     pub refuse_plain: bool,
+    /// The ALPN list offered ([`ALPN_H1`], [`ALPN_AUTO`] or [`ALPN_H2`]).
+    pub alpn: &'static [&'static [u8]],
 }
 
 /// Why the TLS settings cannot be used: names the flag and, where one is
@@ -491,7 +495,7 @@ pub fn load(s: &TlsSettings) -> Result<Loaded, ConfigError> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| ConfigError::new(key_flag, Some(key_path), e.to_string()))?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = s.alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Loaded {
         config: Arc::new(config),
         server_cert,

@@ -106,6 +106,7 @@ fn settings(f: &Files) -> TlsSettings {
         ciphers: None,
         and_plain: true,
         refuse_plain: false,
+        alpn: super::ALPN_H1,
     }
 }
 
