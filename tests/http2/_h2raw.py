@@ -231,6 +231,31 @@ class H2Raw:
             frame.decoded = self.decoder.decode(frame.data)  # type: ignore[attr-defined]
         return frame
 
+    def poll(self) -> list[Frame]:
+        """The frames that have already arrived, without waiting (for floods
+        that must keep writing but stop once the server has answered)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    self.eof = True
+                    break
+                self.buffer += data
+        except (BlockingIOError, ssl.SSLWantReadError):
+            pass
+        except (ConnectionResetError, BrokenPipeError):
+            self.eof = True
+        finally:
+            self.sock.settimeout(self.timeout)
+        frames: list[Frame] = []
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[:3], "big")
+            if len(self.buffer) < 9 + length:
+                break
+            frames.append(self.read_frame(0.001))
+        return frames
+
     def read_until(
         self, predicate: Callable[[Frame], bool], timeout: float | None = None
     ) -> Frame:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from _h2raw import (
+    PEER,
     CONTINUATION,
     DATA,
     END_HEADERS,
@@ -52,6 +53,20 @@ pytestmark = [
     pytest.mark.timeout(15),
     pytest.mark.skipif(not ferrule_speaks_h2(), reason="ferrule has no HTTP/2 yet"),
 ]
+
+
+def known_bug(reason: str) -> pytest.MarkDecorator:
+    """A deviation ferrule has today (reported for a fix); strict, so the fix
+    shows up as XPASS and the mark must go."""
+    return pytest.mark.xfail(PEER == "ferrule", strict=True, reason=reason)
+
+
+# The h2 crate (0.4.20) turns every frame it cannot load, and every HPACK
+# decoding error, into GOAWAY PROTOCOL_ERROR (codec/framed_read.rs).
+H2_FRAME_LOAD = known_bug(
+    "h2 crate: a frame of the wrong length gets GOAWAY PROTOCOL_ERROR, "
+    "not FRAME_SIZE_ERROR"
+)
 
 APP = "tests.http2.h2apps:slow"  # "/slow" answers after 1 s, the rest at once
 MAX_WINDOW = 2**31 - 1
@@ -115,6 +130,9 @@ def test_3_4_invalid_preface_is_connection_error(server: H2Server) -> None:
         assert struct.unpack(">L", data[13:17])[0] == E.PROTOCOL_ERROR
 
 
+@known_bug(
+    "h2 crate: a PING right after the preface is answered; the first frame is not checked to be SETTINGS"
+)
 def test_3_4_preface_not_followed_by_settings_is_connection_error(
     server: H2Server,
 ) -> None:
@@ -153,7 +171,8 @@ def test_4_2_data_over_max_frame_size_is_frame_size_error(conn: H2Raw) -> None:
 def test_4_2_headers_over_max_frame_size_is_connection_error(conn: H2Raw) -> None:
     """§4.2: a frame that can alter the connection's state (a header block,
     for HPACK) over the size limit is a connection error FRAME_SIZE_ERROR."""
-    block = conn.encode(request_headers("/") + [("x-big", "a" * 17000)])
+    block = conn.encode(request_headers("/") + [("x-big", "a" * 30000)])
+    assert len(block) > 16384  # Huffman-coded: ~5 bits per "a"
     conn.send(raw_frame(HEADERS, END_STREAM | END_HEADERS, 1, block))
     conn.expect_connection_error(E.FRAME_SIZE_ERROR)
 
@@ -161,6 +180,9 @@ def test_4_2_headers_over_max_frame_size_is_connection_error(conn: H2Raw) -> Non
 # ------------------------------------------------------------ §4.3 HPACK
 
 
+@known_bug(
+    "h2 crate: HPACK decoding errors get GOAWAY PROTOCOL_ERROR, not COMPRESSION_ERROR"
+)
 def test_4_3_invalid_hpack_index_is_compression_error(conn: H2Raw) -> None:
     """§4.3: a header block that cannot be decoded is a connection error
     COMPRESSION_ERROR (index 70 with an empty dynamic table)."""
@@ -169,6 +191,9 @@ def test_4_3_invalid_hpack_index_is_compression_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.COMPRESSION_ERROR)
 
 
+@known_bug(
+    "h2 crate: HPACK decoding errors get GOAWAY PROTOCOL_ERROR, not COMPRESSION_ERROR"
+)
 def test_4_3_table_size_update_over_limit_is_compression_error(conn: H2Raw) -> None:
     """RFC 7541 §6.3 via §4.3: a dynamic table size update above
     SETTINGS_HEADER_TABLE_SIZE (4096) is a decoding error."""
@@ -214,6 +239,9 @@ def test_5_1_continuation_on_idle_stream_is_protocol_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+@known_bug(
+    "h2 crate: DATA on a half-closed (remote) stream gets GOAWAY PROTOCOL_ERROR, not STREAM_CLOSED"
+)
 def test_5_1_data_on_half_closed_remote_is_stream_closed(conn: H2Raw) -> None:
     """§5.1 half-closed (remote): frames other than WINDOW_UPDATE, PRIORITY
     and RST_STREAM are a stream error STREAM_CLOSED."""
@@ -222,6 +250,9 @@ def test_5_1_data_on_half_closed_remote_is_stream_closed(conn: H2Raw) -> None:
     conn.expect_stream_error(1, E.STREAM_CLOSED)
 
 
+@known_bug(
+    "h2 crate: HEADERS on a half-closed (remote) stream gets GOAWAY PROTOCOL_ERROR, not STREAM_CLOSED"
+)
 def test_5_1_headers_on_half_closed_remote_is_stream_closed(conn: H2Raw) -> None:
     headers(conn, 1, request_headers("/slow"))
     headers(conn, 1, [("x-trailer", "late")])
@@ -305,6 +336,7 @@ def test_6_3_priority_on_stream_zero_is_protocol_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+@H2_FRAME_LOAD
 def test_6_3_priority_wrong_length_is_frame_size_error(conn: H2Raw) -> None:
     """§6.3: a PRIORITY frame of other than 5 octets is a stream error FRAME_SIZE_ERROR."""
     conn.send(raw_frame(PRIORITY, 0, 1, struct.pack(">L", 0)))
@@ -382,6 +414,7 @@ def test_6_4_rst_stream_on_stream_zero_is_protocol_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+@H2_FRAME_LOAD
 def test_6_4_rst_stream_wrong_length_is_frame_size_error(conn: H2Raw) -> None:
     headers(conn, 1, request_headers("/slow"))
     conn.send(raw_frame(RST_STREAM, 0, 1, b"\0\0\0"))
@@ -391,6 +424,7 @@ def test_6_4_rst_stream_wrong_length_is_frame_size_error(conn: H2Raw) -> None:
 # ------------------------------------------------------------ §6.5 SETTINGS
 
 
+@H2_FRAME_LOAD
 def test_6_5_settings_ack_with_payload_is_frame_size_error(conn: H2Raw) -> None:
     conn.send(raw_frame(SETTINGS, ACK, 0, settings_payload((INITIAL_WINDOW_SIZE, 100))))
     conn.expect_connection_error(E.FRAME_SIZE_ERROR)
@@ -401,6 +435,7 @@ def test_6_5_settings_on_a_stream_is_protocol_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+@H2_FRAME_LOAD
 def test_6_5_settings_length_not_multiple_of_6_is_frame_size_error(conn: H2Raw) -> None:
     conn.send(raw_frame(SETTINGS, 0, 0, b"\0\x03\0\0"))
     conn.expect_connection_error(E.FRAME_SIZE_ERROR)
@@ -411,6 +446,9 @@ def test_6_5_2_enable_push_2_is_protocol_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+@known_bug(
+    "h2 crate: SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1 gets GOAWAY PROTOCOL_ERROR, not FLOW_CONTROL_ERROR"
+)
 def test_6_5_2_initial_window_size_over_max_is_flow_control_error(conn: H2Raw) -> None:
     conn.send(raw_frame(SETTINGS, 0, 0, settings_payload((INITIAL_WINDOW_SIZE, 2**31))))
     conn.expect_connection_error(E.FLOW_CONTROL_ERROR)
@@ -459,6 +497,7 @@ def test_6_7_ping_on_a_stream_is_protocol_error(conn: H2Raw) -> None:
     conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
+@H2_FRAME_LOAD
 def test_6_7_ping_wrong_length_is_frame_size_error(conn: H2Raw) -> None:
     conn.send(raw_frame(PING, 0, 0, b"123456"))
     conn.expect_connection_error(E.FRAME_SIZE_ERROR)
@@ -513,6 +552,7 @@ def test_6_9_window_update_zero_on_stream_is_protocol_error(conn: H2Raw) -> None
     conn.expect_stream_error(1, E.PROTOCOL_ERROR)
 
 
+@H2_FRAME_LOAD
 def test_6_9_window_update_wrong_length_is_frame_size_error(conn: H2Raw) -> None:
     conn.send(raw_frame(WINDOW_UPDATE, 0, 0, b"\0\0\x01"))
     conn.expect_connection_error(E.FRAME_SIZE_ERROR)
@@ -630,7 +670,14 @@ def test_8_2_2_te_trailers_is_allowed(conn: H2Raw) -> None:
         ),
         pytest.param([(":scheme", "http"), (":path", "/")], id="missing-method"),
         pytest.param([(":method", "GET"), (":path", "/")], id="missing-scheme"),
-        pytest.param([(":method", "GET"), (":scheme", "http")], id="missing-path"),
+        pytest.param(
+            [(":method", "GET"), (":scheme", "http")],
+            id="missing-path",
+            marks=known_bug(
+                "a GET without :path is served as / (200): the h2 crate only "
+                "rejects an empty :path; the driver sees uri.path_and_query() None"
+            ),
+        ),
         pytest.param(request_headers("/") + [(":path", "/b")], id="duplicate-path"),
         pytest.param(
             request_headers("/") + [(":method", "POST")], id="duplicate-method"
@@ -649,6 +696,9 @@ def test_8_3_bad_pseudo_header_fields_are_malformed(
     expect_malformed(conn, 1)
 
 
+@known_bug(
+    "h2 crate: pseudo-header fields in trailers are dropped, the request is served (200)"
+)
 def test_8_1_pseudo_header_in_trailers_is_malformed(conn: H2Raw) -> None:
     """§8.1: trailers carry no pseudo-header fields."""
     headers(conn, 1, request_headers("/echo", method="POST"), end_stream=False)

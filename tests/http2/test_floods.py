@@ -25,7 +25,7 @@ from _h2raw import (
     request_headers,
 )
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 pytestmark = [
     pytest.mark.engine,
@@ -81,13 +81,17 @@ def assert_still_serves(server: H2Server) -> None:
     conn.close()
 
 
-def flood(conn: H2Raw, chunk: bytes, total: int, stall: float = 1.0) -> tuple[int, str]:
+def flood(
+    conn: H2Raw, chunk: bytes, total: int, stall: float = 1.0, watch: bool = False
+) -> tuple[int, str]:
     """Writes ``chunk`` until ``total`` bytes went out, the server closed, or a
-    write blocked for ``stall`` seconds (the server stopped reading). Returns
-    (bytes written, "sent" | "closed" | "stalled")."""
-    conn.sock.settimeout(stall)
+    write blocked for ``stall`` seconds (the server stopped reading). With
+    ``watch``, also stops once a GOAWAY arrives (a server may go on draining
+    what the client sends after its GOAWAY, so writes alone do not tell).
+    Returns (bytes written, "sent" | "closed" | "stalled" | "goaway")."""
     sent = 0
     while sent < total:
+        conn.sock.settimeout(stall)
         try:
             conn.sock.sendall(chunk)
         except socket.timeout:
@@ -95,7 +99,21 @@ def flood(conn: H2Raw, chunk: bytes, total: int, stall: float = 1.0) -> tuple[in
         except (BrokenPipeError, ConnectionResetError):
             return sent, "closed"
         sent += len(chunk)
+        if watch:
+            if any(isinstance(f, GoAwayFrame) for f in conn.poll()):
+                return sent, "goaway"
+            if conn.eof:
+                return sent, "closed"
     return sent, "sent"
+
+
+def verdict(conn: H2Raw, result: str) -> tuple[str, int | None]:
+    """The flood's end: the GOAWAY ``flood`` saw, else what comes next."""
+    if result == "goaway":
+        goaway = next(f for f in conn.frames if isinstance(f, GoAwayFrame))
+        return "goaway", goaway.error_code
+    kind, code, _ = conn.outcome(timeout=5)
+    return kind, code
 
 
 def test_rapid_reset_gets_goaway_enhance_your_calm(
@@ -118,10 +136,10 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(
             for sid in range(stream_id, stream_id + 1000, 2)
         )
         stream_id += 1000
-        _, result = flood(conn, batch, len(batch))
+        _, result = flood(conn, batch, len(batch), watch=True)
         if result != "sent":
             break
-    kind, code, _ = conn.outcome(timeout=5)
+    kind, code = verdict(conn, result)
     assert kind in ("goaway", "closed"), f"got {kind} {code}: {conn.describe()}"
     if kind == "goaway":
         assert code == ErrorCodes.ENHANCE_YOUR_CALM, conn.describe()
@@ -143,10 +161,12 @@ def test_continuation_flood_is_closed(h2server: Callable[..., H2Server]) -> None
     # bytes stay a valid HPACK stream however far the server decodes them.
     field = b"\x00\x06x-junk" + b"\x7f\x49" + b"a" * 200  # a 200-byte value
     fragment = field * 78  # ~16 KiB, under the default SETTINGS_MAX_FRAME_SIZE
-    frames = conn.continuation_frame(1, fragment) * 64  # 1 MiB per write
-    sent, result = flood(conn, frames, 96 * MiB)
-    if result == "sent":
-        pytest.fail(f"the server read {sent / MiB:.0f} MiB of one header block")
+    frame = conn.continuation_frame(1, fragment)
+    sent, result = flood(conn, frame * 16, 96 * MiB, watch=True)  # 256 KiB per write
+    assert result != "sent", f"the server took {sent / MiB:.0f} MiB of one header block"
+    kind, code = verdict(conn, result)
+    if kind == "goaway":
+        assert code != ErrorCodes.NO_ERROR, conn.describe()
     assert conn.closed_by_server(5), f"{result} after {sent} bytes, but not closed"
     assert_bounded(server, before)
     assert_still_serves(server)
