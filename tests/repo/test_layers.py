@@ -38,6 +38,7 @@ SERVER_ORDER = [
     "shared",
     "h1",
     "ws",
+    "h2",
     "accept",
 ]
 

@@ -75,10 +75,10 @@ fn builder(conn: &Conn) -> h2::server::Builder {
         .initial_connection_window_size(cfg.initial_window_size.saturating_mul(4))
         // Rapid reset (CVE-2023-44487): streams the client resets before
         // the app saw them, and streams we had to reset, are bounded;
-        // beyond, GOAWAY ENHANCE_YOUR_CALM.
-        .max_pending_accept_reset_streams(cfg.max_concurrent_streams.max(20) as usize)
+        // beyond, GOAWAY ENHANCE_YOUR_CALM. (The `h2` crate's own defaults,
+        // which hyper ships: said here so a change of theirs is seen.)
+        .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(Some(1024))
-        .max_concurrent_reset_streams(cfg.max_concurrent_streams.max(10) as usize)
         // What one stream may have queued in `h2` beyond the peer's window.
         .max_send_buffer_size(conn.shared.cfg.write_high_water.max(16 * 1024));
     b
@@ -86,8 +86,14 @@ fn builder(conn: &Conn) -> h2::server::Builder {
 
 /// Why an `h2` error ended the connection.
 fn reason_of(e: &h2::Error) -> CloseReason {
-    if e.is_io() {
-        return CloseReason::Reset;
+    if let Some(io) = e.get_io() {
+        return if io.kind() == std::io::ErrorKind::TimedOut {
+            CloseReason::SendTimeout
+        } else if crate::net::tls::is_tls_failure(io) {
+            CloseReason::TlsError
+        } else {
+            CloseReason::Reset
+        };
     }
     if e.is_go_away() && e.is_remote() {
         return CloseReason::ClientEof;
@@ -201,9 +207,7 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
         .filter_map(Weak::upgrade)
         .collect();
     for s in streams {
-        let mut st = s.lock();
-        st.closed = true;
-        drop(st);
+        close_stream(&s);
         s.wake.notify_one();
     }
     // Whatever h2 queued last (GOAWAY) leaves before the close path.
@@ -273,6 +277,8 @@ fn start_stream(
         return;
     }
     shared.in_flight.fetch_add(1, Relaxed);
+    // Counted on the connection too, for its close line.
+    conn.lock().seq += 1;
     let id = shared.next_id();
     let body_done = body.is_end_stream();
     let st = StreamState {
@@ -326,6 +332,12 @@ fn pass(
         }
     }
     if st.closed {
+        // Gone before the app heard of it: a waiting call hears now.
+        let waiting = st.recv_waiting || st.send_waiting;
+        drop(st);
+        if waiting {
+            s.push_wake();
+        }
         return Pass::Done;
     }
     let before = st.out_bytes;

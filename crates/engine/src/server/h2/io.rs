@@ -45,6 +45,10 @@ pub struct H2Io {
     /// Bytes of `wbuf` already written.
     wpos: usize,
     write_wait: Option<Ready>,
+    /// `--timeout-send`: a client that stops reading for this long (the
+    /// socket stays full) ends the connection.
+    send_timeout: std::time::Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl H2Io {
@@ -53,7 +57,6 @@ impl H2Io {
     /// HEADERS frame to insert after the client's first frame.
     pub fn new(conn: Arc<Conn>, rbuf: BytesMut, out: Vec<u8>, splice: Option<Vec<u8>>) -> Self {
         Self {
-            conn,
             rbuf,
             splice,
             maybe_readable: true,
@@ -61,6 +64,9 @@ impl H2Io {
             wbuf: out,
             wpos: 0,
             write_wait: None,
+            send_timeout: conn.shared.cfg.send_timeout,
+            stall: None,
+            conn,
         }
     }
 
@@ -135,8 +141,16 @@ impl H2Io {
                 Ok(n) => {
                     stats.bytes_written.fetch_add(n as u64, Relaxed);
                     self.wpos += n;
+                    self.stall = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let timeout = self.send_timeout;
+                    let stall = self
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if stall.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                    }
                     ready!(self.poll_writable(cx))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
