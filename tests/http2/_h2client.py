@@ -57,7 +57,9 @@ class H2Client:
         )
         self.conn.initiate_connection()
         if window is not None:
-            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+            self.conn.update_settings(
+                {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
+            )
         self.flush()
         self.buf = b""
         self.replies: dict[int, Reply] = {}
