@@ -244,7 +244,7 @@ class H2Raw:
                 self.buffer += data
         except (BlockingIOError, ssl.SSLWantReadError):
             pass
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             self.eof = True
         finally:
             self.sock.settimeout(self.timeout)
@@ -432,6 +432,26 @@ def _describe(frame: Frame) -> str:
 # ---------------------------------------------------------------- the server
 
 
+def make_cert_files(directory: Path) -> tuple[str, str]:
+    """A certificate for localhost and 127.0.0.1 (trustme) and its key, as files."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return str(certfile), str(keyfile)
+
+
+def client_tls() -> ssl.SSLContext:
+    """TLS offering only ALPN h2; the test's own certificate is not checked."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
 def ferrule_speaks_h2() -> bool:
     """True once this tree's ferrule has its HTTP/2 options (branch h2-core);
     the tests skip before that rather than fail on a server without h2."""
@@ -477,6 +497,7 @@ class H2Server:
         keyfile: str | None = None,
     ) -> None:
         self.app = app
+        self.tls = certfile is not None
         self.host = "127.0.0.1"
         self.port = 0
         self.lines: list[str] = []
@@ -559,7 +580,13 @@ class H2Server:
         return rss_of(self.proc.pid)
 
     def connect(self, **kwargs: Any) -> H2Raw:
-        return H2Raw(self.host, self.port, **kwargs)
+        """A connection: h2 over TLS (ALPN) when the server has a certificate."""
+        if self.tls:
+            kwargs.setdefault("tls", client_tls())
+        conn = H2Raw(self.host, self.port, **kwargs)
+        if self.tls:
+            assert conn.sock.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
+        return conn
 
     @property
     def output(self) -> str:

@@ -11,6 +11,7 @@ concurrency limit."""
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from _h2raw import (
     H2Raw,
     H2Server,
     ferrule_speaks_h2,
+    make_cert_files,
     request_headers,
 )
 from h2.errors import ErrorCodes
@@ -40,11 +42,27 @@ GROWTH_LIMIT = 24 * MiB
 HELLO_APP = "tests.http2.h2apps:hello"
 
 
+@pytest.fixture(scope="module")
+def cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return make_cert_files(tmp_path_factory.mktemp("h2-flood-certs"))
+
+
+@pytest.fixture(params=["h2c", "tls"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each flood over h2c (prior knowledge) and over TLS (ALPN h2): the
+    bytes meet different buffers on the way in."""
+    return str(request.param)
+
+
 @pytest.fixture
-def h2server() -> Iterator[Callable[..., H2Server]]:
+def h2server(
+    transport: str, cert_files: tuple[str, str]
+) -> Iterator[Callable[..., H2Server]]:
     started: list[H2Server] = []
 
     def start(app: str = HELLO_APP, **kwargs: Any) -> H2Server:
+        if transport == "tls":
+            kwargs["certfile"], kwargs["keyfile"] = cert_files
         server = H2Server(app, **kwargs)
         started.append(server)
         return server
@@ -96,7 +114,7 @@ def flood(
             conn.sock.sendall(chunk)
         except socket.timeout:
             return sent, "stalled"
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             return sent, "closed"
         sent += len(chunk)
         if watch:
@@ -211,8 +229,8 @@ def test_hpack_bomb_is_refused(h2server: Callable[..., H2Server]) -> None:
 @pytest.mark.parametrize(
     "name, frame",
     [
-        ("settings", H2Raw.settings_frame({})),
-        ("ping", H2Raw.ping_frame(b"flooding")),
+        pytest.param("settings", H2Raw.settings_frame({}), id="settings"),
+        pytest.param("ping", H2Raw.ping_frame(b"flooding"), id="ping"),
     ],
 )
 def test_control_frame_flood_unread_is_bounded(
