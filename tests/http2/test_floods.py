@@ -20,6 +20,7 @@ import pytest
 from _h2raw import (
     PEER,
     Closed,
+    INITIAL_WINDOW_SIZE,
     H2Raw,
     H2Server,
     ferrule_speaks_h2,
@@ -276,6 +277,57 @@ def test_zero_window_stall_is_cut_by_send_timeout(
     ), "DATA sent into a zero window"
     assert waited >= 0.5, f"ended after {waited:.2f}s: before the send timeout"
     assert_bounded(server, before)
+
+
+def test_unread_socket_with_open_windows_is_cut_by_send_timeout(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """CVE-2019-9517 (internal data buffering): the windows are wide open but
+    the client never reads the socket, while the app streams 256 MiB. Only
+    TCP pushes back; the server must pass that back to the app (its send()
+    waits) instead of buffering, and close at the send timeout."""
+    server = h2server("tests.http2.h2apps:stream", args=["--timeout-send", "1"])
+    before = warm_baseline(server)
+    conn = server.connect(settings={INITIAL_WINDOW_SIZE: 2**31 - 1}, recv_buffer=4096)
+    conn.send(H2Raw.window_update_frame(0, 2**31 - 1 - 65535))
+    conn.request(1, "/stream")
+    time.sleep(2.5)  # past the 1 s send timeout, without reading a byte
+    assert_bounded(server, before)
+    conn.timeout = 10
+    assert conn.closed_by_server(10), "the connection outlived the send timeout"
+    received = sum(len(f.data) for f in conn.frames if isinstance(f, DataFrame))
+    assert received < 64 * MiB, f"{received / MiB:.0f} MiB arrived: nothing waited"
+
+
+def test_reset_flood_of_malformed_requests_gets_goaway(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """CVE-2019-9514 (reset flood): requests the server must answer with
+    RST_STREAM (malformed: a connection-specific field), by the hundred thousand.
+    Past a bound the server must give up on the connection (GOAWAY, close)
+    rather than reset stream after stream for as long as the client likes."""
+    server = h2server()
+    before = warm_baseline(server)
+    conn = server.connect()
+    conn.handshake()
+    block = conn.encode(request_headers("/") + [("connection", "keep-alive")])
+    result = "sent"
+    for first in range(1, 400_001, 4000):  # 2000 requests per write
+        batch = b"".join(
+            conn.headers_frame(sid, block=block)
+            for sid in range(first, first + 4000, 2)
+        )
+        _, result = flood(conn, batch, len(batch), watch=True)
+        if result != "sent":
+            break
+    resets = sum(isinstance(f, RstStreamFrame) for f in conn.frames)
+    assert result in ("goaway", "closed"), f"{resets} streams reset, no end in sight"
+    kind, code = verdict(conn, result)
+    if kind == "goaway":
+        assert code == ErrorCodes.ENHANCE_YOUR_CALM, conn.describe()
+    assert conn.closed_by_server(5)
+    assert_bounded(server, before)
+    assert_still_serves(server)
 
 
 def test_streams_over_max_concurrent_are_refused(
