@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from _h2raw import H2Server, ferrule_speaks_h2
+from _h2raw import H2Server, ferrule_speaks_h2, make_cert_files
 
 pytestmark = [
     pytest.mark.engine,
@@ -25,15 +25,7 @@ REQUESTS = 2000
 
 @pytest.fixture(scope="module")
 def cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    import trustme
-
-    directory = tmp_path_factory.mktemp("h2load-certs")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    return str(certfile), str(keyfile)
+    return make_cert_files(tmp_path_factory.mktemp("h2load-certs"))
 
 
 @pytest.fixture
