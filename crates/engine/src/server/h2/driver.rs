@@ -53,18 +53,6 @@ pub fn serve(
     Box::pin(run(conn, rbuf, upgrade))
 }
 
-/// The `Upgrade: h2c` request `head` can be served as HTTP/2 stream 1:
-/// its answer is the 101 to write and the HEADERS frame to splice in.
-pub fn can_upgrade(conn: &Conn, head: &RequestHead) -> bool {
-    conn.shared.cfg.http.h2()
-        && !conn.stream.is_tls()
-        && head.framing == BodyFraming::Empty
-        && head
-            .header(b"upgrade")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"h2c"))
-        && head.header(b"http2-settings").is_some()
-}
-
 fn builder(conn: &Conn) -> h2::server::Builder {
     let cfg = &conn.shared.cfg.h2;
     let mut b = h2::server::Builder::new();
