@@ -41,6 +41,7 @@ from _h2raw import (
 from h2.errors import ErrorCodes as E
 from hyperframe.frame import (
     DataFrame,
+    GoAwayFrame,
     HeadersFrame,
     PingFrame,
     SettingsFrame,
@@ -507,6 +508,17 @@ def test_6_7_ping_wrong_length_is_frame_size_error(conn: H2Raw) -> None:
 def test_6_8_goaway_on_a_stream_is_protocol_error(conn: H2Raw) -> None:
     conn.send(raw_frame(GOAWAY, 0, 1, struct.pack(">LL", 0, 0)))
     conn.expect_connection_error(E.PROTOCOL_ERROR)
+
+
+def test_6_8_goaway_names_the_last_processed_stream(conn: H2Raw) -> None:
+    """§6.8: the GOAWAY for a connection error carries the highest stream id
+    the server acted on, so the client knows what it may retry."""
+    assert conn.get(1) == (200, b"Hello, world!")
+    assert conn.get(3) == (200, b"Hello, world!")
+    conn.send(raw_frame(PING, 0, 1, b"12345678"))  # a connection error
+    goaway = conn.read_until(lambda f: isinstance(f, GoAwayFrame))
+    assert goaway.error_code == E.PROTOCOL_ERROR
+    assert goaway.last_stream_id == 3
 
 
 def test_6_8_client_goaway_lets_open_streams_finish(conn: H2Raw) -> None:
