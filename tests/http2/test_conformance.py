@@ -704,8 +704,8 @@ def test_8_2_2_te_trailers_is_allowed(conn: H2Raw) -> None:
             [(":method", "GET"), (":scheme", "http")],
             id="missing-path",
             marks=known_bug(
-                "a GET without :path is served as / (200): the h2 crate only "
-                "rejects an empty :path; the driver sees uri.path_and_query() None"
+                "GET with neither :path nor :authority is served as / (200): the "
+                "h2 crate only rejects an empty :path and builds an empty URI"
             ),
         ),
         pytest.param(request_headers("/") + [(":path", "/b")], id="duplicate-path"),
