@@ -701,6 +701,10 @@ def test_8_2_2_te_trailers_is_allowed(conn: H2Raw) -> None:
         pytest.param([(":scheme", "http"), (":path", "/")], id="missing-method"),
         pytest.param([(":method", "GET"), (":path", "/")], id="missing-scheme"),
         pytest.param(
+            [(":method", "GET"), (":scheme", "http"), (":authority", "test")],
+            id="missing-path-with-authority",
+        ),
+        pytest.param(
             [(":method", "GET"), (":scheme", "http")],
             id="missing-path",
             marks=known_bug(
