@@ -64,6 +64,24 @@ class FerruleH2(Ferrule):
         return why
 
 
+class HypercornH2(Hypercorn):
+    """hypercorn closes an HTTP/2 connection after keep_alive_max_requests
+    (1000 by default) and h2load does not reconnect: a 64-stream run would
+    measure one idle connection after its first 1000 requests. The limit
+    is raised through a config file (it has no flag)."""
+
+    def argv(self, module, port):
+        conf = os.path.join(self.workdir, "hypercorn-h2.toml")
+        with open(conf, "w") as f:
+            f.write("keep_alive_max_requests = 1000000000\n")
+        return super().argv(module, port) + ["--config", conf]
+
+    def describe(self):
+        return super().describe().replace(
+            os.path.join(self.workdir, "hypercorn-h2.toml"), "CONF") + (
+            " (CONF: `keep_alive_max_requests = 1000000000`)")
+
+
 class GranianH2(Granian):
     def argv(self, module, port):
         a = super().argv(module, port)
@@ -131,7 +149,7 @@ class NginxH2(Nginx):
 
 
 def make_server(name: str, workdir: str) -> Server:
-    return {"ferrule": FerruleH2, "hypercorn": Hypercorn, "granian": GranianH2,
+    return {"ferrule": FerruleH2, "hypercorn": HypercornH2, "granian": GranianH2,
             "nginx": NginxH2}[name](workdir)
 
 
