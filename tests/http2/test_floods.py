@@ -20,11 +20,17 @@ import pytest
 from _h2raw import (
     PEER,
     Closed,
+    CONTINUATION,
+    END_HEADERS,
+    END_STREAM,
+    HEADERS,
     INITIAL_WINDOW_SIZE,
+    MAX_HEADER_LIST_SIZE,
     H2Raw,
     H2Server,
     ferrule_speaks_h2,
     make_cert_files,
+    raw_frame,
     request_headers,
 )
 from h2.errors import ErrorCodes
@@ -225,6 +231,36 @@ def test_hpack_bomb_is_refused(h2server: Callable[..., H2Server]) -> None:
     assert refused >= 1  # a silent server fails above, by timeout
     assert_bounded(server, before)
     assert_still_serves(server)
+
+
+def test_header_list_over_the_limit_gets_431_and_the_connection_lives(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """The honest counterpart of the bomb: 70 KB of plain fields, over the
+    advertised SETTINGS_MAX_HEADER_LIST_SIZE (64 KiB), in HEADERS and
+    CONTINUATION frames. That one request is refused (431 or RST_STREAM);
+    the connection goes on serving."""
+    server = h2server()
+    conn = server.connect()
+    limit = conn.handshake().settings.get(MAX_HEADER_LIST_SIZE)
+    assert limit is not None and limit < 70 * 1032, limit
+    fields = request_headers("/") + [(f"x-h{i}", "v" * 1000) for i in range(70)]
+    block = conn.encode(fields)
+    parts = [block[i : i + 16000] for i in range(0, len(block), 16000)]
+    frames = raw_frame(HEADERS, END_STREAM, 1, parts[0])
+    for n, part in enumerate(parts[1:], 2):
+        frames += raw_frame(
+            CONTINUATION, END_HEADERS if n == len(parts) else 0, 1, part
+        )
+    conn.send(frames)
+    frame = conn.read_until(
+        lambda f: isinstance(f, (HeadersFrame, RstStreamFrame, GoAwayFrame))
+    )
+    if isinstance(frame, HeadersFrame):
+        assert dict(getattr(frame, "decoded"))[":status"] == "431"
+    else:
+        assert isinstance(frame, RstStreamFrame), conn.describe()
+    assert conn.get(3) == (200, b"Hello, world!")
 
 
 @pytest.mark.parametrize(
