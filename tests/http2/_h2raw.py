@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -457,11 +458,10 @@ def ferrule_speaks_h2() -> bool:
     the tests skip before that rather than fail on a server without h2."""
     if PEER != "ferrule":
         return True
-    sys.path.insert(0, str(ROOT / "python"))
-    try:
-        from ferrule.options import OPTIONS
-    finally:
-        sys.path.pop(0)
+    if importlib.util.find_spec("ferrule") is None:
+        sys.path.insert(0, str(ROOT / "python"))
+    from ferrule.options import OPTIONS
+
     return any(option.name == "h2_max_concurrent_streams" for option in OPTIONS)
 
 
@@ -505,7 +505,11 @@ class H2Server:
         limits = dict(limits or {})
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
-        paths = [str(ROOT / "python"), str(ROOT)] if PEER == "ferrule" else [str(ROOT)]
+        # As tests/conftest.py: the installed ferrule if there is one, else
+        # the sources; the repository root for the tests.http2.h2apps apps.
+        paths = [str(ROOT)]
+        if PEER == "ferrule" and importlib.util.find_spec("ferrule") is None:
+            paths.insert(0, str(ROOT / "python"))
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
