@@ -191,8 +191,11 @@ class H2Raw:
             frame.flags.add("END_HEADERS")
         return frame.serialize()
 
-    def request(self, stream_id: int, path: str = "/", **kwargs: Any) -> None:
-        self.send(self.headers_frame(stream_id, request_headers(path, **kwargs)))
+    def request(
+        self, stream_id: int, path: str = "/", end_stream: bool = True, **kwargs: Any
+    ) -> None:
+        fields = request_headers(path, **kwargs)
+        self.send(self.headers_frame(stream_id, fields, end_stream=end_stream))
 
     # ------------------------------------------------------------ reading
 

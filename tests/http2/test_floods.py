@@ -21,6 +21,7 @@ from _h2raw import (
     PEER,
     Closed,
     CONTINUATION,
+    DATA,
     END_HEADERS,
     END_STREAM,
     HEADERS,
@@ -358,6 +359,26 @@ def test_reset_flood_of_malformed_requests_gets_goaway(
             break
     resets = sum(isinstance(f, RstStreamFrame) for f in conn.frames)
     assert result in ("goaway", "closed"), f"{resets} streams reset, no end in sight"
+    kind, code = verdict(conn, result)
+    if kind == "goaway":
+        assert code == ErrorCodes.ENHANCE_YOUR_CALM, conn.describe()
+    assert conn.closed_by_server(5)
+    assert_bounded(server, before)
+    assert_still_serves(server)
+
+
+def test_empty_data_frame_flood_gets_goaway(h2server: Callable[..., H2Server]) -> None:
+    """CVE-2019-9518 (empty frames flood): DATA frames of no bytes and no
+    END_STREAM cost the server work each and the client nothing; past a
+    bound the server must give up on the connection."""
+    server = h2server("tests.http2.h2apps:slow")
+    before = warm_baseline(server)
+    conn = server.connect()
+    conn.handshake()
+    conn.request(1, "/slow", method="POST", end_stream=False)
+    empty = raw_frame(DATA, 0, 1, b"") * 10_000
+    sent, result = flood(conn, empty, len(empty) * 100, watch=True)  # 1M frames
+    assert result != "sent", f"{sent // 9:,} empty DATA frames taken"
     kind, code = verdict(conn, result)
     if kind == "goaway":
         assert code == ErrorCodes.ENHANCE_YOUR_CALM, conn.describe()
