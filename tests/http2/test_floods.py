@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from _h2raw import (
     HEADERS,
     INITIAL_WINDOW_SIZE,
     MAX_HEADER_LIST_SIZE,
+    PRIORITY,
     H2Raw,
     H2Server,
     ferrule_speaks_h2,
@@ -385,6 +387,34 @@ def test_empty_data_frame_flood_gets_goaway(h2server: Callable[..., H2Server]) -
     assert conn.closed_by_server(5)
     assert_bounded(server, before)
     assert_still_serves(server)
+
+
+def test_priority_shuffle_flood_stays_cheap(h2server: Callable[..., H2Server]) -> None:
+    """CVE-2019-9513 (resource loop): a dependency tree reshuffled by PRIORITY
+    frames over and over. RFC 9113 deprecates the scheme; a server that
+    ignores it has nothing to churn: after 500,000 PRIORITY frames a PING is
+    still answered at once (or the server gave up on the connection)."""
+    server = h2server("tests.http2.h2apps:slow")
+    before = warm_baseline(server)
+    conn = server.connect()
+    conn.handshake()
+    for sid in range(1, 21, 2):
+        conn.request(sid, "/slow")
+    shuffle = b"".join(
+        raw_frame(PRIORITY, 0, sid, struct.pack(">LB", dep | 0x80000000, 255))
+        for sid, dep in zip(range(1, 21, 2), range(19, 0, -2))
+    )
+    sent, result = flood(conn, shuffle * 5000, len(shuffle) * 50_000, watch=True)
+    if result in ("sent", "stalled"):
+        started = time.monotonic()
+        assert conn.alive(
+            timeout=5
+        ), f"no PING answer after {sent // 14:,} PRIORITY frames"
+        assert time.monotonic() - started < 2
+    else:
+        kind, code = verdict(conn, result)
+        assert kind == "closed" or code == ErrorCodes.ENHANCE_YOUR_CALM, conn.describe()
+    assert_bounded(server, before)
 
 
 def test_streams_over_max_concurrent_are_refused(
