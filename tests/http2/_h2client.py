@@ -57,15 +57,15 @@ class H2Client:
         )
         self.conn.initiate_connection()
         if window is not None:
-            self.conn.update_settings(
-                {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
-            )
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.flush()
         self.buf = b""
         self.replies: dict[int, Reply] = {}
         self.goaways: list[Goaway] = []
         self.closed = False
         self.acked = False
+        # False: PINGs go unanswered (a client that does not play along).
+        self.answer_pings = True
         if window is not None:
             # Until the server acknowledges the window, it may use the
             # default one.
@@ -85,15 +85,19 @@ class H2Client:
         headers: list[tuple[str, str]] | None = None,
         body: bytes | None = None,
         end: bool = True,
+        scheme: str = "http",
     ) -> int:
         sid: int = self.conn.get_next_available_stream_id()
         hdrs = [
             (":method", method),
-            (":scheme", "http"),
+            (":scheme", scheme),
             (":authority", "localhost"),
             (":path", path),
             *(headers or []),
         ]
+        if method == "CONNECT":
+            # Extended CONNECT: :protocol right after :method.
+            hdrs.insert(1, hdrs.pop(4))
         self.conn.send_headers(sid, hdrs, end_stream=end and not body)
         if body:
             self.conn.send_data(sid, body, end_stream=end)
@@ -127,6 +131,8 @@ class H2Client:
             if len(self.buf) < size:
                 break
             frame, self.buf = self.buf[:size], self.buf[size:]
+            if frame[3] == 0x6 and not self.answer_pings:
+                continue
             if frame[3] == 0x7:
                 # GOAWAY is kept here, not given to the `h2` package: it
                 # would refuse the frames of the streams still finishing.
@@ -160,6 +166,14 @@ class H2Client:
         elif isinstance(ev, h2.events.StreamReset):
             if ev.stream_id in self.replies:
                 self.replies[ev.stream_id].reset = ev.error_code
+
+    def settings_enable_connect_protocol(self) -> bool:
+        """Whether the server sent SETTINGS_ENABLE_CONNECT_PROTOCOL = 1."""
+        # The server's SETTINGS come first: one read has them.
+        while h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS not in self.conn.remote_settings:
+            if not self.pump():
+                break
+        return bool(self.conn.remote_settings.enable_connect_protocol)
 
     def wait(self, sid: int) -> Reply:
         reply = self.replies[sid]

@@ -218,7 +218,9 @@ impl HttpExchange for Conn {
     }
 
     fn tls(&self) -> Option<Arc<TlsInfo>> {
-        self.stream.tls_info()
+        self.stream
+            .tls_info()
+            .or_else(|| self.carried_tls.get().cloned())
     }
 
     fn seq(&self) -> u64 {

@@ -27,6 +27,7 @@ use super::super::stats::Stats;
 use super::io::H2Io;
 use super::request::{build_head, upgrade_frame};
 use super::stream::{H2Stream, Out, StreamState};
+use super::tunnel;
 use crate::proto::h1::{BodyFraming, RequestHead};
 use crate::runtime::lock;
 
@@ -69,6 +70,10 @@ fn builder(conn: &Conn) -> h2::server::Builder {
         .max_local_error_reset_streams(Some(1024))
         // What one stream may have queued in `h2` beyond the peer's window.
         .max_send_buffer_size(conn.shared.cfg.write_high_water.max(16 * 1024));
+    if conn.shared.cfg.ws.is_some() {
+        // RFC 8441: WebSockets by extended CONNECT (`tunnel`).
+        b.enable_connect_protocol();
+    }
     b
 }
 
@@ -131,11 +136,6 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             idle.as_mut()
                 .reset(Instant::now() + shared.cfg.keep_alive_timeout);
         }
-        if shared.is_shutting_down() && !going_away {
-            going_away = true;
-            h2c.graceful_shutdown();
-            wake_waiting(&hub);
-        }
         // Short-lived, one at a time: its size does not matter.
         #[allow(clippy::large_enum_variant)]
         enum Step {
@@ -145,8 +145,15 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             Look,
         }
         let step = {
+            // Made before the flag is read: a stop in between still
+            // completes it.
             let mut stop = pin!(shared.shutdown.notified());
             let mut ended = pin!(hub.ended.notified());
+            if shared.is_shutting_down() && !going_away {
+                going_away = true;
+                h2c.graceful_shutdown();
+                wake_waiting(&hub);
+            }
             poll_fn(|cx| {
                 if let Poll::Ready(r) = h2c.poll_accept(cx) {
                     return Poll::Ready(match r {
@@ -161,10 +168,19 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
                 if ended.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Step::Look);
                 }
-                if idle_armed && !going_away && idle.as_mut().poll(cx).is_ready() {
-                    idle_close = true;
-                    going_away = true;
-                    h2c.graceful_shutdown();
+                if idle_armed && idle.as_mut().poll(cx).is_ready() {
+                    // Re-armed for one more period on the next turn.
+                    idle_armed = false;
+                    if going_away {
+                        // Still open a keep-alive period after our GOAWAY
+                        // without a stream (a client that does not answer
+                        // its PING, or just stays): the connection ends.
+                        h2c.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    } else {
+                        idle_close = true;
+                        going_away = true;
+                        h2c.graceful_shutdown();
+                    }
                     return Poll::Ready(Step::Look);
                 }
                 Poll::Pending
@@ -172,7 +188,19 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             .await
         };
         match step {
-            Step::Stream(req, respond) => {
+            Step::Stream(req, mut respond) => {
+                // A request without `:path` (CONNECT aside) is malformed
+                // (RFC 9113 §8.3.1); `h2` refuses only an empty one.
+                // (A `Uri` built without a path says so by an empty `path()`.)
+                let no_path = req.uri().path().is_empty();
+                if req.method() != http::Method::CONNECT && no_path {
+                    respond.send_reset(h2::Reason::PROTOCOL_ERROR);
+                    continue;
+                }
+                if shared.cfg.ws.is_some() && tunnel::is_websocket(&req) {
+                    start_tunnel(&conn, &hub, req, respond);
+                    continue;
+                }
                 let head = build_head(&req);
                 start_stream(&conn, &hub, head, req.into_body(), respond);
             }
@@ -214,6 +242,23 @@ fn wake_waiting(hub: &Hub) {
             s.push_wake();
         }
     }
+}
+
+/// A WebSocket over HTTP/2: counted as an open stream while it lasts.
+fn start_tunnel(
+    conn: &Arc<Conn>,
+    hub: &Arc<Hub>,
+    req: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    hub.active.fetch_add(1, Relaxed);
+    let hub = hub.clone();
+    let conn = conn.clone();
+    conn.clone().shared.exec.spawn(async move {
+        tunnel::serve(conn, req, respond).await;
+        hub.active.fetch_sub(1, Relaxed);
+        hub.ended.notify_one();
+    });
 }
 
 /// A request ferrule answers itself (413, 503) instead of starting the app.
@@ -269,8 +314,13 @@ fn start_stream(
     conn.lock().seq += 1;
     let id = shared.next_id();
     let body_done = body.is_end_stream();
+    let expect_continue = !body_done
+        && head
+            .header(b"expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let st = StreamState {
         body_done,
+        expect_continue,
         is_head: head.is_head(),
         started_at: shared.stats.request_started(),
         ..StreamState::default()

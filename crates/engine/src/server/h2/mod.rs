@@ -12,12 +12,15 @@
 //! - [`request`]: a stream's request as a [`crate::proto::h1::RequestHead`]
 //!   for the bridge, and an upgrading request as stream 1's HEADERS;
 //! - [`stream`]: one stream's [`super::exchange::HttpExchange`];
-//! - [`driver`]: the connection's future and a task per stream.
+//! - [`driver`]: the connection's future and a task per stream;
+//! - [`tunnel`]: WebSockets over HTTP/2 (RFC 8441), served by the
+//!   WebSocket driver through a socket pair.
 
 pub mod driver;
 pub mod io;
 pub mod request;
 pub mod stream;
+pub mod tunnel;
 
 #[cfg(test)]
 mod tests;

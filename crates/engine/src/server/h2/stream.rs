@@ -63,6 +63,9 @@ pub(super) struct StreamState {
     pub to_release: usize,
     pub recv_waiting: bool,
     pub told_disconnect: bool,
+    /// `expect: 100-continue`: a `100` goes out when the app first waits
+    /// for the body.
+    pub expect_continue: bool,
     // ---- response
     pub status: u16,
     /// `http.response.start` arrived (its head waits in `head`).
@@ -433,6 +436,11 @@ impl HttpExchange for H2Stream {
         let mut st = self.lock();
         let got = self.receive_now(&mut st, sink);
         if got == Received::Wait {
+            if std::mem::take(&mut st.expect_continue) && !st.started {
+                let mut resp = http::Response::new(());
+                *resp.status_mut() = http::StatusCode::CONTINUE;
+                st.out.push_front(Out::Info(resp));
+            }
             st.recv_waiting = true;
             // The task applies the body timeout while the app waits.
             self.schedule(&mut st);
