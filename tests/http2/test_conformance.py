@@ -704,14 +704,7 @@ def test_8_2_2_te_trailers_is_allowed(conn: H2Raw) -> None:
             [(":method", "GET"), (":scheme", "http"), (":authority", "test")],
             id="missing-path-with-authority",
         ),
-        pytest.param(
-            [(":method", "GET"), (":scheme", "http")],
-            id="missing-path",
-            marks=known_bug(
-                "GET with neither :path nor :authority is served as / (200): the "
-                "h2 crate only rejects an empty :path and builds an empty URI"
-            ),
-        ),
+        pytest.param([(":method", "GET"), (":scheme", "http")], id="missing-path"),
         pytest.param(request_headers("/") + [(":path", "/b")], id="duplicate-path"),
         pytest.param(
             request_headers("/") + [(":method", "POST")], id="duplicate-method"
