@@ -159,6 +159,13 @@ def test_4_1_unknown_flags_are_ignored(conn: H2Raw) -> None:
     assert "ACK" in pong.flags and pong.opaque_data == b"flags!!!"
 
 
+def test_4_1_reserved_stream_id_bit_is_ignored(conn: H2Raw) -> None:
+    """§4.1: the reserved bit before the stream identifier is ignored."""
+    block = conn.encode(request_headers("/"))
+    conn.send(raw_frame(HEADERS, END_STREAM | END_HEADERS, 0x80000001, block))
+    assert conn.response(1) == (200, b"Hello, world!")
+
+
 def test_4_2_data_over_max_frame_size_is_frame_size_error(conn: H2Raw) -> None:
     """§4.2: a frame over SETTINGS_MAX_FRAME_SIZE (16384 by default) is a
     FRAME_SIZE_ERROR."""
@@ -382,6 +389,13 @@ def test_6_1_request_body_in_data_frames(conn: H2Raw) -> None:
     assert conn.response(1) == (200, b"abcdef")
 
 
+def test_6_1_padded_data_delivers_only_the_data(conn: H2Raw) -> None:
+    """§6.1: padding is not part of the body."""
+    headers(conn, 1, request_headers("/echo", method="POST"), end_stream=False)
+    conn.send(raw_frame(DATA, PADDED | END_STREAM, 1, b"\x05body" + b"\0" * 5))
+    assert conn.response(1) == (200, b"body")
+
+
 def test_6_2_headers_on_stream_zero_is_protocol_error(conn: H2Raw) -> None:
     conn.send(
         raw_frame(
@@ -402,6 +416,14 @@ def test_6_2_headers_with_padding_is_served(conn: H2Raw) -> None:
     block = conn.encode(request_headers("/"))
     payload = bytes([4]) + block + b"\0" * 4
     conn.send(raw_frame(HEADERS, END_STREAM | END_HEADERS | PADDED, 1, payload))
+    assert conn.response(1) == (200, b"Hello, world!")
+
+
+def test_6_2_headers_with_priority_and_padding_is_served(conn: H2Raw) -> None:
+    block = conn.encode(request_headers("/"))
+    payload = bytes([3]) + struct.pack(">LB", 0, 15) + block + b"\0" * 3
+    flags = END_STREAM | END_HEADERS | PADDED | PRIORITY_FLAG
+    conn.send(raw_frame(HEADERS, flags, 1, payload))
     assert conn.response(1) == (200, b"Hello, world!")
 
 
@@ -466,6 +488,26 @@ def test_6_5_2_unknown_setting_is_ignored_and_acked(conn: H2Raw) -> None:
     ack = conn.read_until(lambda f: isinstance(f, SettingsFrame) and "ACK" in f.flags)
     assert ack.settings == {}
     assert conn.get(1) == (200, b"Hello, world!")
+
+
+def test_6_5_3_settings_values_apply_in_order(server: H2Server) -> None:
+    """§6.5.3: the values of one SETTINGS frame are processed in order; the
+    last INITIAL_WINDOW_SIZE (1) wins, so the body comes a byte at first."""
+    c = server.connect(preface=False)
+    c.send(
+        PREFACE
+        + raw_frame(
+            SETTINGS,
+            0,
+            0,
+            settings_payload((INITIAL_WINDOW_SIZE, 100), (INITIAL_WINDOW_SIZE, 1)),
+        )
+    )
+    c.handshake()
+    headers(c, 1, request_headers("/"))
+    first = c.read_until(lambda f: isinstance(f, DataFrame) and bool(f.data))
+    assert first.data == b"H"
+    c.close()
 
 
 def test_6_5_3_settings_are_acknowledged(server: H2Server) -> None:
@@ -731,6 +773,15 @@ def test_8_1_pseudo_header_in_trailers_is_malformed(conn: H2Raw) -> None:
     headers(conn, 1, request_headers("/echo", method="POST"), end_stream=False)
     conn.send(conn.data_frame(1, b"body"))
     headers(conn, 1, [(":path", "/x")])
+    expect_malformed(conn, 1)
+
+
+def test_8_1_second_headers_without_end_stream_is_malformed(conn: H2Raw) -> None:
+    """§8.1: a HEADERS after the request's header section is a trailer
+    section and must end the stream; one without END_STREAM is malformed."""
+    headers(conn, 1, request_headers("/echo", method="POST"), end_stream=False)
+    conn.send(conn.data_frame(1, b"body"))
+    headers(conn, 1, [("x-trailer", "t")], end_stream=False)
     expect_malformed(conn, 1)
 
 
