@@ -5,8 +5,9 @@
 # benchmarks/results/h2-<date>.md + .json. See benchmarks/README.md
 # ("HTTP/2 benchmark").
 #
-#   benchmarks/h2.sh                          # full run (~9 min, estimated)
-#   benchmarks/h2.sh --quick                  # harness check (~2 min), measures nothing
+#   benchmarks/h2.sh                          # full run (~10 min, estimated)
+#   benchmarks/h2.sh --quick                  # harness check (~1.5 min), measures nothing
+#   benchmarks/h2.sh --skip-setup --estimate  # the plan and its duration, nothing run
 #   benchmarks/h2.sh --servers ferrule,granian --apps hello --shapes c1m64 --transports tls
 #   benchmarks/h2.sh --skip-setup             # reuse the venv and ferrule as they are
 #   benchmarks/h2.sh --venv DIR               # another venv with the servers in it

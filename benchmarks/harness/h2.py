@@ -314,6 +314,8 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, default=None, help="seconds per run (default 5)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
     p.add_argument("--out", default=None, help="results file stem (default results/h2-<date>)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the plan and its estimated duration, then exit")
     return p.parse_args(argv)
 
 
@@ -336,6 +338,14 @@ def main(argv=None) -> int:
     apps = _subset(a.apps, APPS, "app")
     shapes = _subset(a.shapes, SHAPES, "shape")
     transports = _subset(a.transports, TRANSPORTS, "transport")
+    if a.estimate:
+        runs = sum(len([n for n in names if n != "nginx" or app == "hello"])
+                   for app in apps) * len(shapes) * len(transports) * repeat
+        seconds = runs * (warmup + duration + 0.5) + len(transports) * len(apps) * len(names) * 2
+        print(f"{runs} h2load runs ({', '.join(names)}; apps {', '.join(apps)}; shapes "
+              f"{', '.join(shapes)}; {', '.join(transports)}; {repeat} repeats of "
+              f"{warmup:g} s warm-up + {duration:g} s): about {seconds / 60:.0f} min")
+        return 0
     for tool in ("h2load", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found (benchmarks/h2.sh installs nghttp2-client and util-linux)")
