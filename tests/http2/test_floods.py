@@ -4,9 +4,11 @@ connection closed or the flood refused, and the server's memory bounded.
 
 The cases are the known attacks on HTTP/2 servers: rapid reset
 (CVE-2023-44487), CONTINUATION floods (CVE-2024-27316 class), HPACK bombs,
-SETTINGS and PING floods that make the server queue answers nobody reads,
-zero-window stalls that hold a response in memory, and streams beyond the
-concurrency limit."""
+SETTINGS and PING floods that make the server queue answers nobody reads
+(CVE-2019-9515, -9512), zero-window stalls and unread sockets that would hold
+a response in memory (CVE-2019-9517), reset floods (CVE-2019-9514), empty
+frames (CVE-2019-9518), PRIORITY reshuffling (CVE-2019-9513), and streams
+beyond the concurrency limit. Each runs over h2c and over TLS."""
 
 from __future__ import annotations
 
