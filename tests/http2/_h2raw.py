@@ -456,18 +456,6 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-def ferrule_speaks_h2() -> bool:
-    """True once this tree's ferrule has its HTTP/2 options (branch h2-core);
-    the tests skip before that rather than fail on a server without h2."""
-    if PEER != "ferrule":
-        return True
-    if importlib.util.find_spec("ferrule") is None:
-        sys.path.insert(0, str(ROOT / "python"))
-    from ferrule.options import OPTIONS
-
-    return any(option.name == "h2_max_concurrent_streams" for option in OPTIONS)
-
-
 def rss_of(pid: int) -> int:
     """Resident set size of ``pid`` in bytes."""
     with open(f"/proc/{pid}/status") as f:

@@ -33,7 +33,6 @@ from _h2raw import (
     Closed,
     H2Raw,
     H2Server,
-    ferrule_speaks_h2,
     raw_frame,
     request_headers,
     settings_payload,
@@ -50,7 +49,6 @@ from hyperframe.frame import (
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.timeout(15),
-    pytest.mark.skipif(not ferrule_speaks_h2(), reason="ferrule has no HTTP/2 yet"),
 ]
 
 

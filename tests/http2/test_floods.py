@@ -33,7 +33,6 @@ from _h2raw import (
     PRIORITY,
     H2Raw,
     H2Server,
-    ferrule_speaks_h2,
     make_cert_files,
     raw_frame,
     request_headers,
@@ -44,7 +43,6 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFram
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.timeout(30),
-    pytest.mark.skipif(not ferrule_speaks_h2(), reason="ferrule has no HTTP/2 yet"),
 ]
 
 MiB = 1024 * 1024

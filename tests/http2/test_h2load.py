@@ -10,12 +10,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from _h2raw import H2Server, ferrule_speaks_h2, make_cert_files
+from _h2raw import H2Server, make_cert_files
 
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.timeout(60),
-    pytest.mark.skipif(not ferrule_speaks_h2(), reason="ferrule has no HTTP/2 yet"),
     pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed"),
 ]
 
