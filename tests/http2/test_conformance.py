@@ -127,6 +127,29 @@ def test_3_4_invalid_preface_is_connection_error(server: H2Server) -> None:
         assert struct.unpack(">L", data[13:17])[0] == E.PROTOCOL_ERROR
 
 
+def test_3_4_invalid_preface_with_http_h2_is_closed_as_http2() -> None:
+    """§3.4 with ``--http h2`` (no HTTP/1.1 fallback): bytes that are not the
+    preface are a connection error; the GOAWAY may be omitted, an HTTP/1.1
+    answer would be wrong."""
+    srv = H2Server(APP, args=["--http", "h2"])
+    try:
+        c = srv.connect(preface=False)
+        c.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        c.sock.settimeout(3)
+        data = b""
+        try:
+            while chunk := c.sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        assert not data.startswith(b"HTTP/"), data[:80]
+        if data:
+            assert data[3] in (SETTINGS, GOAWAY), data[:80]
+            assert struct.pack(">L", E.PROTOCOL_ERROR) in data, data[:80]
+    finally:
+        srv.stop()
+
+
 @known_bug(
     "h2 crate: a PING right after the preface is answered; the first frame is not checked to be SETTINGS"
 )
