@@ -441,7 +441,7 @@ class Config:
         """One line per option given that ferrule accepts but does not act on
         yet (logged at start-up on ``ferrule.error``)."""
         lines = self._tls_notices()
-        if self.http in ("h11", "httptools", "zttp"):
+        if self.http not in ("auto", "h1", "h2"):
             mode = options.http_mode(self.http, self.http2)
             served = {"h1": "HTTP/1.1 only", "auto": "HTTP/1.1 and HTTP/2"}[mode]
             lines.append(

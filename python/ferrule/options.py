@@ -56,8 +56,17 @@ WS_PROTOCOLS: tuple[str, ...] = (
     "wsproto",
 )
 #: --http: ferrule's modes first, then uvicorn's names (h11 and httptools
-#: mean HTTP/1.1 only, zttp HTTP/1.1 and HTTP/2: as auto).
+#: mean HTTP/1.1 only, zttp HTTP/1.1 and HTTP/2: as auto). uvicorn also
+#: takes a protocol class's import path (``module:Class``): accepted, as
+#: auto, with a notice.
 HTTP_MODES: tuple[str, ...] = ("auto", "h1", "h2", "h11", "httptools", "zttp")
+
+
+def _http(value: Any) -> str:
+    if value in HTTP_MODES or (isinstance(value, str) and ":" in value):
+        result: str = value
+        return result
+    raise Invalid("expected one of " + ", ".join(HTTP_MODES) + " (or module:Class)")
 #: uvicorn's --reload-include/--reload-exclude defaults.
 RELOAD_INCLUDES: tuple[str, ...] = ("*.py",)
 RELOAD_EXCLUDES: tuple[str, ...] = (".*", ".py[cod]", ".sw.*", "~*")
@@ -1075,9 +1084,10 @@ OPTIONS: tuple[Option, ...] = (
         "Protocols served: auto (HTTP/2 by TLS ALPN and h2c on plain "
         "connections, HTTP/1.1 otherwise), h1 (HTTP/1.1 only), h2 (HTTP/2 "
         "only). uvicorn's h11 and httptools mean h1 (ferrule's own parser), "
-        "zttp means auto; each prints a notice.",
-        _one_of(HTTP_MODES),
-        choices=HTTP_MODES,
+        "zttp and a uvicorn protocol class (module:Class) mean auto; each "
+        "prints a notice.",
+        _http,
+        metavar="auto|h1|h2",
         engine=True,
     ),
 )
@@ -1088,6 +1098,8 @@ BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
 def http_mode(http: str, http2: bool) -> str:
     """The engine's --http mode (auto, h1 or h2) for ``--http`` and ``--http2``."""
     mode = {"h11": "h1", "httptools": "h1", "zttp": "auto"}.get(http, http)
+    if mode not in ("auto", "h1", "h2"):
+        mode = "auto"  # a uvicorn protocol class: ferrule serves HTTP itself
     if http2 and mode == "h1":
         return "auto"
     return mode

@@ -1,6 +1,6 @@
 """Options uvicorn has that ferrule maps onto its own: --http2 and the
 --ws* flags are served without a notice (uvicorn's --http names get one,
-tests/http2/test_options.py); --h11-max-incomplete-event-size sets the head
+tests/http2/test_h2_options.py); --h11-max-incomplete-event-size sets the head
 limit. (TLS is served: tests/cli/test_tls_cli.py.)"""
 
 from __future__ import annotations

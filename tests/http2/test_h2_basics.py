@@ -325,11 +325,22 @@ def test_pathsend_file_is_sent_as_data(serve: Any, tmp_path: Path) -> None:
     assert r.content == data
 
 
-def test_head_request_gets_no_body(serve: Any) -> None:
-    server = serve(scope_app)
+def test_head_request_and_204_get_no_body(serve: Any) -> None:
+    async def no_content(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/204":
+            await scope_app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b"dropped"})
+
+    server = serve(no_content)
     with h2c() as client:
         r = client.head(server.url + "/")
-    assert r.status_code == 200 and r.content == b""
+        assert r.status_code == 200 and r.content == b""
+        r = client.get(server.url + "/204")
+        assert r.status_code == 204 and r.content == b""
 
 
 # ------------------------------------------------------------ trailers, 1xx
@@ -470,6 +481,37 @@ def test_send_after_a_reset_raises_the_same_oserror_as_http1(serve: Any) -> None
     assert type(raised[0]) is type(raised[1])
 
 
+def test_a_body_that_stops_coming_resets_the_stream_after_the_body_timeout(
+    serve: Any,
+) -> None:
+    seen: list[str] = []
+    done = threading.Event()
+
+    async def reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            msg = await receive()
+            seen.append(msg["type"])
+            if msg["type"] == "http.disconnect" or not msg.get("more_body"):
+                break
+        done.set()
+
+    server = serve(reader, timeout_request_body=0.3)
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        t0 = time.monotonic()
+        sid = client.start("/", method="POST", body=b"part", end=False)
+        reply = client.wait(sid)
+        assert done.wait(5)
+        elapsed = time.monotonic() - t0
+    finally:
+        client.close()
+    assert reply.reset is not None
+    assert seen == ["http.request", "http.disconnect"]
+    assert 0.25 < elapsed < 3
+
+
 def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(serve: Any) -> None:
     raised: list[BaseException] = []
     done = threading.Event()
@@ -512,6 +554,30 @@ def test_limit_request_body_answers_413_per_stream(serve: Any) -> None:
         assert streamed.status_code == 413
         # The connection goes on.
         assert client.post(server.url + "/", content=b"x" * 10).json()["body"] == 10
+
+
+def test_limit_concurrency_answers_503_to_the_stream_over_it(serve: Any) -> None:
+    release = threading.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"slow"})
+
+    server = serve(slow, limit_concurrency=1)
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        first = client.start("/1")
+        time.sleep(0.2)
+        second = client.request("/2")
+        release.set()
+        assert client.wait(first).body == b"slow"
+    finally:
+        client.close()
+    assert second.status == 503
 
 
 def test_app_error_before_the_response_gives_500_and_the_connection_lives(serve: Any) -> None:

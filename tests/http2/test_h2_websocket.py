@@ -193,3 +193,30 @@ def test_shutdown_closes_a_websocket_over_h2_with_1012(serve: Any) -> None:
         assert not stopper.is_alive()
     finally:
         client.close()
+
+
+def test_a_reset_before_the_accept_tells_the_app(serve: Any) -> None:
+    import threading
+
+    got: list[str] = []
+    done = threading.Event()
+
+    async def undecided(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        got.append((await receive())["type"])
+        got.append((await receive())["type"])
+        done.set()
+
+    server = serve(undecided, lifespan="off")
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        sid = connect(client, "/ws")
+        import time
+
+        time.sleep(0.2)
+        client.reset(sid)
+        assert done.wait(5)
+    finally:
+        client.close()
+    assert got == ["websocket.connect", "websocket.disconnect"]

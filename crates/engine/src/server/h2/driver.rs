@@ -295,7 +295,7 @@ fn start_stream(
     mut respond: SendResponse<Bytes>,
 ) {
     let shared = &conn.shared;
-    Stats::inc(&shared.stats.requests);
+    // As over HTTP/1.1, a refused request is not counted as one.
     if let Some(status) = refuse(conn, &head) {
         let id = conn.id;
         shared.debug(|| format!("Connection {id}: HTTP/2 request refused with {status}"));
@@ -309,6 +309,7 @@ fn start_stream(
         }
         return;
     }
+    Stats::inc(&shared.stats.requests);
     shared.in_flight.fetch_add(1, Relaxed);
     // Counted on the connection too, for its close line.
     conn.lock().seq += 1;

@@ -85,6 +85,7 @@ pub(super) struct StreamState {
     /// Reset by the client, or the connection is gone.
     pub closed: bool,
     pub app_done: bool,
+    /// HEAD, or a 204/304 answer: body bytes from the app are dropped.
     pub is_head: bool,
     pub started_at: Option<Instant>,
     /// Queued in `Shared::to_wake` and not yet seen by the task.
@@ -337,6 +338,11 @@ impl HttpExchange for H2Stream {
                 let head = self.response_head(status, headers)?;
                 st.started = true;
                 st.status = status;
+                // 204 and 304 have no body (RFC 9110 §6.4.1): as for HEAD,
+                // the app's body bytes are not sent.
+                if status == 204 || status == 304 {
+                    st.is_head = true;
+                }
                 st.trailers_expected = trailers;
                 st.head = Some(head);
                 Ok(Sent::Done)

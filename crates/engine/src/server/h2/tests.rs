@@ -61,6 +61,11 @@ impl Harness {
         let exec = shared.clone();
         let runner = tokio::spawn(poll_fn(move |cx| {
             exec.exec.run_ready(cx);
+            // `run_ready` stops after a few rounds: what is still ready
+            // runs on the next poll.
+            if exec.exec.has_ready() {
+                cx.waker().wake_by_ref();
+            }
             Poll::<()>::Pending
         }));
         let h = Self {

@@ -167,12 +167,31 @@ async fn relay_stream(
                 return;
             }
         }
-        match read_more(relay, &mut buf).await {
-            Some(n) if n > 0 => {}
-            _ => {
+        // The client may give up before the app answers: its reset ends
+        // the wait (the WebSocket side then sees the socket close).
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(CHUNK);
+        }
+        let read = poll_fn(|cx| {
+            if respond.poll_reset(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            let mut scratch = [0u8; 4096];
+            let mut rb = ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut *relay).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Some(rb.filled().to_vec())),
+                Poll::Ready(Err(_)) => Poll::Ready(Some(Vec::new())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match read {
+            Some(bytes) if !bytes.is_empty() => buf.extend_from_slice(&bytes),
+            Some(_) => {
                 respond.send_reset(h2::Reason::INTERNAL_ERROR);
                 return;
             }
+            None => return,
         }
     };
     let mut head = http::Response::new(());
