@@ -3,6 +3,7 @@ repository root, by ferrule or by hypercorn)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Callable
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -72,3 +73,27 @@ async def slow(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     await asyncio.sleep(1.0)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"slow"})
+
+
+_running = 0
+_peak = 0
+
+
+async def counting(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Each request sleeps 3 s (heedless of the client) and counts the calls
+    running at once; ``/peak`` answers the most seen so far."""
+    global _running, _peak
+    if scope["type"] != "http":
+        return await hello(scope, receive, send)
+    if scope["path"] == "/peak":
+        body = str(_peak).encode()
+    else:
+        _running += 1
+        _peak = max(_peak, _running)
+        try:
+            await asyncio.sleep(3)
+        finally:
+            _running -= 1
+        body = b"done"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})

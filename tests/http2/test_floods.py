@@ -461,3 +461,53 @@ def test_streams_over_max_concurrent_are_refused(
     assert answered == set(opened[:limit]), (answered, refused)
     if PEER == "ferrule":
         assert set(refused.values()) == {ErrorCodes.REFUSED_STREAM}, refused
+
+
+def test_resetting_accepted_streams_does_not_lift_the_stream_limit(
+    h2server: Callable[..., H2Server],
+) -> None:
+    """Rapid reset, the variant that waits for the server to accept each batch
+    before resetting it: the apps of reset streams still run, so they still
+    count against the stream limit. New streams beyond it are refused, a client
+    that keeps opening them gets GOAWAY, and the number of app calls running at
+    once never exceeds the limit."""
+    limit = 10
+    server = h2server(
+        "tests.http2.h2apps:counting", limits={"max-concurrent-streams": limit}
+    )
+    conn = server.connect()
+    conn.handshake()
+    time.sleep(0.1)  # our SETTINGS ACK is on its way before the streams
+    block = conn.encode(request_headers("/work"))
+    previous: list[int] = []
+    stream_id = 1
+    result = "sent"
+    for _ in range(40):
+        batch = list(range(stream_id, stream_id + 2 * limit, 2))
+        stream_id += 2 * limit
+        data = b"".join(conn.rst_frame(sid) for sid in previous) + b"".join(
+            conn.headers_frame(sid, block=block) for sid in batch
+        )
+        _, result = flood(conn, data, len(data), watch=True)
+        if result != "sent":
+            break
+        previous = batch
+        time.sleep(0.02)  # the server accepts this batch before its resets
+    refused = [
+        f
+        for f in conn.frames
+        if isinstance(f, RstStreamFrame) and f.error_code == ErrorCodes.REFUSED_STREAM
+    ]
+    kind, code = verdict(conn, result)
+    if PEER == "ferrule":
+        assert refused, f"no stream refused: {conn.describe()}"
+        assert (kind, code) == ("goaway", ErrorCodes.ENHANCE_YOUR_CALM), (
+            f"got {kind} {code}: {conn.describe()}"
+        )
+    conn.close()
+    probe = server.connect()
+    probe.handshake()
+    status, body = probe.get(1, "/peak")
+    probe.close()
+    assert status == 200
+    assert int(body) <= limit, f"{int(body)} app calls ran at once, limit {limit}"

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::os::unix::fs::FileExt;
 use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
@@ -23,10 +24,11 @@ use tokio::time::{Instant, Sleep};
 use super::super::close::CloseReason;
 use super::super::exchange::{ConnId, Event, HttpExchange};
 use super::super::h1::Conn;
+use super::super::shared::Shared;
 use super::super::stats::Stats;
 use super::io::H2Io;
 use super::request::{build_head, upgrade_frame};
-use super::stream::{H2Stream, Out, StreamState};
+use super::stream::{plain_response, H2Stream, Out, StreamState};
 use super::tunnel;
 use crate::proto::h1::{BodyFraming, RequestHead};
 use crate::runtime::lock;
@@ -35,12 +37,39 @@ use crate::runtime::lock;
 const FILE_CHUNK: usize = 64 * 1024;
 
 /// What the connection's future and its streams' tasks share.
-struct Hub {
-    /// Streams whose task runs.
-    active: std::sync::atomic::AtomicUsize,
-    /// A stream ended (the idle timer may start).
+pub(super) struct Hub {
+    /// Streams whose task or app still runs, and tunnels.
+    active: AtomicUsize,
+    /// A stream ended (the idle timer may start, the bounds are looked at).
     ended: Notify,
     streams: Mutex<HashMap<ConnId, Weak<H2Stream>>>,
+    /// Streams the client reset while their app ran, less streams that
+    /// completed: beyond [`reset_bound`], GOAWAY ENHANCE_YOUR_CALM.
+    resets: AtomicUsize,
+}
+
+/// A stream's place in `in_flight` and in its connection's count of
+/// running streams: held until both its task and its app are done (a
+/// client that resets a stream does not end the app's work), or until
+/// the stream is dropped.
+pub(super) struct Counted {
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Relaxed);
+        self.hub.active.fetch_sub(1, Relaxed);
+        self.hub.ended.notify_one();
+    }
+}
+
+/// Client resets of streams whose app still ran, beyond which the
+/// connection goes (our own rapid-reset bound: `h2`'s counts only streams
+/// reset before they were accepted, and ferrule accepts at once).
+fn reset_bound(max_streams: usize) -> usize {
+    (2 * max_streams).max(40)
 }
 
 /// Serves `conn` as HTTP/2 from `rbuf` (the bytes already read: the
@@ -122,7 +151,13 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
         active: Default::default(),
         ended: Notify::new(),
         streams: Mutex::new(HashMap::new()),
+        resets: Default::default(),
     });
+    let max_streams = shared.cfg.h2.max_concurrent_streams as usize;
+    // Streams refused in a row because the apps of earlier ones still run.
+    let mut refused = 0usize;
+    // We sent GOAWAY ENHANCE_YOUR_CALM.
+    let mut calm = false;
     let mut going_away = false;
     let mut idle_close = false;
     let mut idle: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(shared.cfg.keep_alive_timeout));
@@ -187,8 +222,29 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             })
             .await
         };
+        if !calm && hub.resets.load(Relaxed) > reset_bound(max_streams) {
+            calm = true;
+            going_away = true;
+            h2c.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+        }
         match step {
+            Step::Stream(_, mut respond) if calm => {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            }
+            Step::Stream(_, mut respond) if hub.active.load(Relaxed) >= max_streams => {
+                // `h2` counts open streams; the apps of streams the client
+                // reset still run, and count here. A client that goes on
+                // opening streams once refused gets GOAWAY.
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                refused += 1;
+                if refused > max_streams {
+                    calm = true;
+                    going_away = true;
+                    h2c.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                }
+            }
             Step::Stream(req, mut respond) => {
+                refused = 0;
                 // A request without `:path` (CONNECT aside) is malformed
                 // (RFC 9113 §8.3.1); `h2` refuses only an empty one.
                 // (A `Uri` built without a path says so by an empty `path()`.)
@@ -204,9 +260,12 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
                 let head = build_head(&req);
                 start_stream(&conn, &hub, head, req.into_body(), respond);
             }
+            Step::Failed(_) if calm => break CloseReason::LimitExceeded,
             Step::Failed(e) => break reason_of(&e),
             Step::End => {
-                break if shared.is_shutting_down() {
+                break if calm {
+                    CloseReason::LimitExceeded
+                } else if shared.is_shutting_down() {
                     CloseReason::Shutdown
                 } else if idle_close {
                     CloseReason::KeepAliveTimeout
@@ -277,14 +336,12 @@ fn refuse(conn: &Conn, head: &RequestHead) -> Option<u16> {
     None
 }
 
-fn plain_response(status: u16) -> http::Response<()> {
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+/// Answers a stream with a response of ours (no app involved).
+fn send_plain(respond: &mut SendResponse<Bytes>, status: u16) {
+    let (head, body) = plain_response(status);
+    if let Ok(mut send) = respond.send_response(head, false) {
+        let _ = send.send_data(body, true);
+    }
 }
 
 fn start_stream(
@@ -300,13 +357,7 @@ fn start_stream(
         let id = conn.id;
         shared.debug(|| format!("Connection {id}: HTTP/2 request refused with {status}"));
         shared.stats.response_ended(status, None);
-        let reason = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        if let Ok(mut send) = respond.send_response(plain_response(status), false) {
-            let _ = send.send_data(Bytes::copy_from_slice(reason.as_bytes()), true);
-        }
+        send_plain(&mut respond, status);
         return;
     }
     Stats::inc(&shared.stats.requests);
@@ -326,8 +377,15 @@ fn start_stream(
         started_at: shared.stats.request_started(),
         ..StreamState::default()
     };
-    let stream = H2Stream::new(id, conn.clone(), st);
     hub.active.fetch_add(1, Relaxed);
+    let st = StreamState {
+        counted: Some(Counted {
+            shared: shared.clone(),
+            hub: hub.clone(),
+        }),
+        ..st
+    };
+    let stream = H2Stream::new(id, conn.clone(), st);
     lock(&hub.streams).insert(id, Arc::downgrade(&stream));
     shared.push_event(Event::Request(
         stream.clone() as Arc<dyn HttpExchange>,
@@ -336,11 +394,27 @@ fn start_stream(
     let hub = hub.clone();
     shared.exec.spawn(async move {
         let recv = if body_done { None } else { Some(body) };
-        run_stream(&stream, recv, respond).await;
+        let peer_reset = run_stream(&stream, recv, respond).await;
         let shared = &stream.conn.shared;
-        shared.in_flight.fetch_sub(1, Relaxed);
         lock(&hub.streams).remove(&stream.id);
-        hub.active.fetch_sub(1, Relaxed);
+        let counted = {
+            let mut st = stream.lock();
+            st.task_ended = true;
+            if peer_reset && !st.app_done {
+                hub.resets.fetch_add(1, Relaxed);
+            } else if st.complete && !st.closed {
+                let _ = hub
+                    .resets
+                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            }
+            // Still counted while the app runs: `app_done` lets go.
+            if st.app_done {
+                st.counted.take()
+            } else {
+                None
+            }
+        };
+        drop(counted);
         hub.ended.notify_one();
         shared.push_event(Event::Closed(stream.id));
     });
@@ -552,17 +626,19 @@ enum Woken {
     Timeout,
 }
 
-/// Serves one stream until its response is sent or it is reset.
+/// Serves one stream until its response is sent or it is reset; true if
+/// the client reset it.
 async fn run_stream(
     s: &Arc<H2Stream>,
     mut recv: Option<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) {
+) -> bool {
     let shared = s.conn.shared.clone();
     let cfg = &shared.cfg;
     let mut send: Option<SendStream<Bytes>> = None;
     let mut timer: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
     let mut stalled_since: Option<Instant> = None;
+    let mut peer_reset = false;
     loop {
         let want_capacity = match pass(s, &mut respond, &mut send, recv.as_mut()) {
             Pass::Done => break,
@@ -625,6 +701,7 @@ async fn run_stream(
             Woken::Look => {}
             Woken::Capacity(Some(Ok(_))) => stalled_since = None,
             Woken::Capacity(_) | Woken::Reset => {
+                peer_reset = true;
                 close_stream(s);
                 break;
             }
@@ -668,6 +745,7 @@ async fn run_stream(
                 }
             }
             Woken::Data(Some(Err(_))) => {
+                peer_reset = true;
                 close_stream(s);
                 break;
             }
@@ -686,6 +764,7 @@ async fn run_stream(
     // The rest of an unread body is not wanted: h2 resets the stream
     // (NO_ERROR after a complete response) as `recv` drops.
     drop(recv);
+    peer_reset
 }
 
 /// The client reset the stream or the connection went: waiting app calls
@@ -712,9 +791,7 @@ fn refuse_body(
         Some(ss) => ss.send_reset(h2::Reason::CANCEL),
         None => {
             shared.stats.response_ended(413, None);
-            if let Ok(mut ss) = respond.send_response(plain_response(413), false) {
-                let _ = ss.send_data(Bytes::from_static(b"Payload Too Large"), true);
-            }
+            send_plain(respond, 413);
         }
     }
     close_stream(s);

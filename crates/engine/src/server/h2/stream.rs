@@ -26,6 +26,7 @@ use super::super::exchange::{
 use super::super::h1::Conn;
 use super::super::shared::Connection;
 use super::super::stats::Stats;
+use super::driver::Counted;
 use crate::net::tls::TlsInfo;
 use crate::proto::h1::{RequestHead, ResponseError};
 use crate::runtime::lock;
@@ -90,6 +91,10 @@ pub(super) struct StreamState {
     pub started_at: Option<Instant>,
     /// Queued in `Shared::to_wake` and not yet seen by the task.
     pub scheduled: bool,
+    /// The stream's task is over (the app may still run).
+    pub task_ended: bool,
+    /// Released once both the task and the app are done.
+    pub counted: Option<Counted>,
 }
 
 pub struct H2Stream {
@@ -106,12 +111,26 @@ fn bad_header() -> SendError {
 
 /// Headers that say how an HTTP/1.1 connection behaves: illegal in
 /// HTTP/2 (RFC 9113 §8.2.2), dropped from the app's response.
-fn connection_specific(name: &[u8]) -> bool {
+pub(super) fn connection_specific(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"connection")
         || name.eq_ignore_ascii_case(b"transfer-encoding")
         || name.eq_ignore_ascii_case(b"keep-alive")
         || name.eq_ignore_ascii_case(b"upgrade")
         || name.eq_ignore_ascii_case(b"proxy-connection")
+}
+
+/// A response ferrule writes itself (413, 500, 503): its head and its
+/// plain text body, the status's reason phrase.
+pub(super) fn plain_response(status: u16) -> (http::Response<()>, Bytes) {
+    let code = http::StatusCode::from_u16(status).unwrap_or_default();
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    let reason = code.canonical_reason().unwrap_or("");
+    (resp, Bytes::from_static(reason.as_bytes()))
 }
 
 /// The app's headers as an `h2` header map.
@@ -356,8 +375,7 @@ impl HttpExchange for H2Stream {
                 }
                 Self::queue_head(st);
                 if !data.is_empty() && !st.is_head {
-                    st.out.push_back(Out::Data(Bytes::copy_from_slice(data)));
-                    st.out_bytes += data.len();
+                    st.push_data(Bytes::copy_from_slice(data));
                     st.body_bytes += data.len() as u64;
                 }
                 if !more {
@@ -460,6 +478,12 @@ impl HttpExchange for H2Stream {
         let st = &mut *guard;
         let already = st.app_done;
         st.app_done = true;
+        // The stream stops counting once its task is over too.
+        let _released = if st.task_ended {
+            st.counted.take()
+        } else {
+            None
+        };
         st.recv_waiting = false;
         if st.complete || already {
             self.schedule(st);
@@ -493,25 +517,20 @@ impl HttpExchange for H2Stream {
         }
         // Nothing of the response left: answer 500 instead.
         st.head = None;
-        let mut resp = http::Response::new(());
-        *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        let (resp, body) = plain_response(500);
         st.out.retain(|o| matches!(o, Out::Info(_)));
         st.out_bytes = 0;
         st.out.push_back(Out::Head(resp));
-        st.out
-            .push_back(Out::Data(Bytes::from_static(b"Internal Server Error")));
+        st.body_bytes = body.len() as u64;
+        st.push_data(body);
         st.out.push_back(Out::End);
         st.status = 500;
-        st.body_bytes = 21;
         st.started = true;
+        let body_bytes = st.body_bytes;
         let _ = self.finish(st);
         AppEnd::Answered(Completion {
             status: 500,
-            body_bytes: 21,
+            body_bytes,
             waiting_receive: false,
         })
     }
@@ -541,6 +560,13 @@ impl HttpExchange for H2Stream {
 }
 
 impl StreamState {
+    /// Queues body bytes, counted in `out_bytes` (which the task takes
+    /// them off as it hands them to `h2`).
+    pub(super) fn push_data(&mut self, data: Bytes) {
+        self.out_bytes += data.len();
+        self.out.push_back(Out::Data(data));
+    }
+
     /// The final body part was queued (trailers may follow).
     fn body_done_sending(&self) -> bool {
         self.trailers_expected && self.body_sent

@@ -456,3 +456,66 @@ async fn an_h2c_upgrade_answers_the_request_as_stream_1() {
     let data = frame_on_stream_1(&mut io, &mut rest, 0x0).await;
     assert_eq!(data, b"upgraded");
 }
+
+#[tokio::test]
+async fn an_app_failing_before_its_response_gets_a_500_with_its_body() {
+    let (mut h, io) = Harness::new(config());
+    let client = h2_client(io).await;
+    let mut client = client.ready().await.expect("ready");
+    let (resp, _) = client.send_request(get("/fail"), true).expect("send");
+    let (ex, _, _) = h.request().await;
+    // The 500's body bytes pass through the same count as the app's (a
+    // count they missed would underflow, a panic in this debug build).
+    assert!(matches!(
+        ex.app_done(1, true),
+        super::super::exchange::AppEnd::Answered(c) if c.status == 500 && c.body_bytes == 21
+    ));
+    h.settle().await;
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("no response")
+        .expect("response");
+    assert_eq!(resp.status(), 500);
+    assert_eq!(body_of(resp).await, b"Internal Server Error");
+}
+
+#[tokio::test]
+async fn a_reset_stream_counts_as_in_flight_until_its_app_is_done() {
+    let (mut h, io) = Harness::new(config());
+    let client = h2_client(io).await;
+    let mut client = client.ready().await.expect("ready");
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://example.test/r")
+        .body(())
+        .expect("request");
+    let (_resp, mut send) = client.send_request(req, false).expect("send");
+    let (ex, _, _) = h.request().await;
+    assert_eq!(
+        h.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    send.send_reset(h2::Reason::CANCEL);
+    // The stream's task ends (Closed) while the app still runs.
+    loop {
+        if let Event::Closed(id) = h.next_event().await {
+            assert_eq!(id, ex.id());
+            break;
+        }
+    }
+    assert_eq!(
+        h.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let _ = ex.app_done(1, false);
+    assert_eq!(
+        h.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
