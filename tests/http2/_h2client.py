@@ -46,8 +46,12 @@ class H2Client:
         port: int,
         tls: ssl.SSLContext | None = None,
         window: int | None = None,
+        first: bytes = b"",
     ) -> None:
         sock = socket.create_connection((host, port), timeout=10)
+        if first:
+            # Bytes ahead of the preface (a PROXY protocol header).
+            sock.sendall(first)
         if tls is not None:
             tls.set_alpn_protocols(["h2"])
             sock = tls.wrap_socket(sock, server_hostname="localhost")

@@ -220,3 +220,37 @@ def test_a_reset_before_the_accept_tells_the_app(serve: Any) -> None:
     finally:
         client.close()
     assert got == ["websocket.connect", "websocket.disconnect"]
+
+
+def echo_once(client: H2Client) -> None:
+    """A WebSocket over the connection is accepted and echoes."""
+    sid = connect(client, "/ws")
+    reply = client.wait_headers(sid)
+    assert reply.status == 200, (reply.status, reply.reset)
+    client.send_data(sid, frame(0x1, b"hi"))
+    assert wait_frames(client, sid, 1)[0] == (0x1, b"echo:hi")
+
+
+def test_websocket_over_h2c_with_http_h2_only(serve: Any) -> None:
+    """--http h2 refuses HTTP/1.1 from clients, not the HTTP/1.1 request a
+    WebSocket over HTTP/2 is relayed as inside the server."""
+    server = serve(echo, lifespan="off", http="h2")
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        echo_once(client)
+    finally:
+        client.close()
+
+
+def test_websocket_over_h2c_behind_a_proxy_protocol_header(serve: Any) -> None:
+    """With --proxy-protocol the PROXY header comes once, before the preface:
+    the WebSocket's stream is served, and its scope has the header's client."""
+    server = serve(echo, lifespan="off", proxy_protocol=True)
+    client = H2Client(
+        "127.0.0.1", server.port, first=b"PROXY TCP4 192.0.2.7 127.0.0.1 51234 80\r\n"
+    )
+    try:
+        echo_once(client)
+    finally:
+        client.close()
+    assert list(scopes[-1]["client"]) == ["192.0.2.7", 51234]

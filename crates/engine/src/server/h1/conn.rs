@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
@@ -71,6 +72,9 @@ pub struct Conn {
     /// HTTP/2, `server::h2::tunnel`): the TLS session of the connection
     /// that carries it.
     pub(super) carried_tls: OnceLock<Arc<crate::net::tls::TlsInfo>>,
+    /// Stands for an HTTP/2 stream: its first bytes are the relayed
+    /// HTTP/1.1 request, never a PROXY header or an HTTP/2 preface.
+    pub(super) tunnel: AtomicBool,
     /// This connection, for the lists that hold it (`Arc::new_cyclic`).
     me: Weak<Conn>,
 }
@@ -98,6 +102,7 @@ impl Conn {
             wake: Notify::new(),
             via_proxy,
             carried_tls: OnceLock::new(),
+            tunnel: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -105,6 +110,7 @@ impl Conn {
     /// This connection stands for a stream of `outer`: the app sees
     /// `outer`'s TLS session and PROXY-protocol client.
     pub(crate) fn inherit(&self, outer: &Conn) {
+        self.tunnel.store(true, Relaxed);
         if let Some(tls) = outer.stream.tls_info() {
             let _ = self.carried_tls.set(tls);
         }

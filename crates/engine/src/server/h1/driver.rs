@@ -58,8 +58,9 @@ pub type H2Fn = fn(
     Option<RequestHead>,
 ) -> Pin<Box<dyn Future<Output = CloseReason> + Send>>;
 
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The HTTP/2 connection preface (RFC 9113 §3.4): sniffed here, and
+/// the HTTP/2 driver's too.
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How [`Driver::serve`] ended.
 enum Served {
@@ -128,7 +129,10 @@ impl Driver {
     }
 
     async fn serve(&mut self) -> Served {
-        if self.conn.shared.cfg.proxy_protocol.is_some() {
+        // A tunnel's relayed request comes after the outer connection's
+        // PROXY header, read there.
+        let tunnel = self.conn.tunnel.load(Relaxed);
+        if self.conn.shared.cfg.proxy_protocol.is_some() && !tunnel {
             if let Err(reason) = self.read_proxy_header().await {
                 return Served::Closed(reason);
             }
@@ -282,7 +286,9 @@ impl Driver {
     /// Ok(None): the connection starts with the HTTP/2 preface.
     async fn read_head(&mut self) -> Result<Option<RequestHead>, CloseReason> {
         let sniff_h2 = self.first && self.h2.is_some();
-        let h2_only = self.first && !self.conn.shared.cfg.http.h1();
+        // --http h2 still relays WebSockets over HTTP/2 as HTTP/1.1 requests.
+        let h2_only =
+            self.first && !self.conn.shared.cfg.http.h1() && !self.conn.tunnel.load(Relaxed);
         let Driver {
             conn,
             rbuf,

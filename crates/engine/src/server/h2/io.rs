@@ -25,7 +25,7 @@ use super::super::h1::Conn;
 use super::super::stats::Stats;
 
 /// The client's connection preface (RFC 9113 §3.4).
-pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub use super::super::h1::driver::H2_PREFACE as PREFACE;
 
 /// Buffered output beyond which `poll_write` writes before it takes more.
 const WRITE_BUFFER: usize = 64 * 1024;
