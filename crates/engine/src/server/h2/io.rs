@@ -82,6 +82,14 @@ impl H2Io {
         }
         let b = &self.rbuf[PREFACE.len()..head];
         let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+        // Only a SETTINGS frame within our frame size is waited for (its
+        // length is the client's word): anything else goes to `h2` as it
+        // came, which fails the connection with a GOAWAY.
+        const SETTINGS: u8 = 0x4;
+        if b[3] != SETTINGS || len > self.conn.shared.cfg.h2.max_frame_size as usize {
+            self.splice = None;
+            return true;
+        }
         let at = head + len;
         if self.rbuf.len() < at {
             return false;

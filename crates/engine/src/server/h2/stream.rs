@@ -117,6 +117,7 @@ pub(super) fn connection_specific(name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(b"keep-alive")
         || name.eq_ignore_ascii_case(b"upgrade")
         || name.eq_ignore_ascii_case(b"proxy-connection")
+        || name.eq_ignore_ascii_case(b"te")
 }
 
 /// A response ferrule writes itself (413, 500, 503): its head and its

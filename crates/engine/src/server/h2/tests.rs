@@ -519,3 +519,55 @@ async fn a_reset_stream_counts_as_in_flight_until_its_app_is_done() {
         0
     );
 }
+
+/// After an `Upgrade: h2c` and its 101, sends `first` after the preface;
+/// returns the GOAWAY's error code and how the driver ended.
+async fn upgrade_then(first: &[u8]) -> (u32, CloseReason) {
+    let (h, mut io) = Harness::new(config());
+    io.write_all(
+        b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    io.write_all(super::PREFACE).await.expect("preface");
+    io.write_all(first).await.expect("first frame");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut all))
+        .await
+        .expect("the connection stayed open")
+        .expect("read");
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("101") + 4;
+    let mut frames = &all[end..];
+    let mut code = None;
+    while frames.len() >= 9 {
+        let len =
+            (usize::from(frames[0]) << 16) | (usize::from(frames[1]) << 8) | usize::from(frames[2]);
+        if frames[3] == 0x7 && frames.len() >= 9 + 8 {
+            let p = &frames[9 + 4..9 + 8];
+            code = Some(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+        }
+        frames = &frames[(9 + len).min(frames.len())..];
+    }
+    (code.expect("no GOAWAY"), h.closed_with().await)
+}
+
+#[tokio::test]
+async fn an_upgrade_followed_by_an_oversized_settings_frame_fails_at_once() {
+    // A 16 MiB SETTINGS frame is announced, never sent: nothing is waited for.
+    let (code, reason) = upgrade_then(&[0xff, 0xff, 0xff, 0x4, 0, 0, 0, 0, 0]).await;
+    assert_eq!(code, 0x6, "FRAME_SIZE_ERROR");
+    assert_eq!(reason, CloseReason::ProtocolError);
+}
+
+#[tokio::test]
+async fn an_upgrade_followed_by_a_frame_other_than_settings_fails_at_once() {
+    // A DATA frame announcing 1 MiB first, where SETTINGS must come: not
+    // waited for either (`h2` then objects to its size or its type).
+    let (code, reason) = upgrade_then(&[0x10, 0, 0, 0x0, 0, 0, 0, 0, 1]).await;
+    assert!(
+        code == 0x6 || code == 0x1,
+        "FRAME_SIZE_ERROR or PROTOCOL_ERROR, got {code}"
+    );
+    assert_eq!(reason, CloseReason::ProtocolError);
+}

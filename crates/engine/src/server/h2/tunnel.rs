@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::UnixStream;
 
 use super::super::h1::{driver, Conn};
+use super::stream::connection_specific;
 use crate::net::stream::Stream;
 use crate::proto::h1::ChunkedDecoder;
 
@@ -137,13 +138,13 @@ async fn relay_stream(
                 for h in resp.headers.iter() {
                     let name = h.name.to_ascii_lowercase();
                     match name.as_str() {
-                        "connection" | "upgrade" | "sec-websocket-accept" | "keep-alive" => {
-                            continue
-                        }
                         "transfer-encoding" => {
                             chunked = true;
                             continue;
                         }
+                        // No accept value over HTTP/2 (RFC 8441 §5).
+                        "sec-websocket-accept" => continue,
+                        _ if connection_specific(name.as_bytes()) => continue,
                         "content-length" => {
                             len = std::str::from_utf8(h.value)
                                 .ok()
