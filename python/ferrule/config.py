@@ -128,7 +128,7 @@ class Config:
         h2_max_concurrent_streams: int = 100,
         h2_max_header_list_size: int = 65536,
         h2_max_frame_size: int = 16384,
-        h2_initial_window_size: int = 1048576,
+        h2_initial_window_size: int = 65535,
         ws: str = "auto",
         ws_max_size: int = 16777216,
         ws_max_queue: int = 32,

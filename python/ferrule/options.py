@@ -925,10 +925,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "h2_initial_window_size",
-        1048576,
+        65535,
         "HTTP/2: request body bytes a stream may send before the app reads "
-        "them (SETTINGS_INITIAL_WINDOW_SIZE; the connection's window is four "
-        "times it).",
+        "them (SETTINGS_INITIAL_WINDOW_SIZE; the connection's window is one "
+        "per stream, at most 16 MiB).",
         _integer(minimum=1, maximum=2**31 - 1),
         _parse_int,
         metavar="BYTES",

@@ -695,3 +695,78 @@ def test_graceful_shutdown_sends_goaway_and_lets_the_open_stream_finish(serve: A
     assert [g.error_code for g in client.goaways] == [0, 0]
     assert client.goaways[0].last_stream_id == 2**31 - 1
     assert client.goaways[1].last_stream_id == sid
+
+
+def send_what_fits(
+    client: H2Client, sid: int, total: int, until: float, patient: bool
+) -> int:
+    """Sends up to ``total`` body bytes on ``sid`` as the windows allow, reading
+    the server's WINDOW_UPDATEs while they are shut. Impatient: stops once
+    nothing opens them for 0.3 s. Returns the bytes sent."""
+    sent = 0
+    client.sock.settimeout(0.3)
+    while sent < total and time.monotonic() < until:
+        n = min(
+            client.conn.local_flow_control_window(sid),
+            client.conn.max_outbound_frame_size,
+            total - sent,
+        )
+        if n > 0:
+            client.send_data(sid, b"x" * n)
+            sent += n
+            continue
+        try:
+            client.pump()
+        except socket.timeout:
+            if not patient:
+                break
+    return sent
+
+
+def test_uploads_whose_app_does_not_read_leave_room_for_one_that_is_read(
+    serve: Any,
+) -> None:
+    """Streams whose app does not read their body yet (a busy app, a full
+    thread pool) hold what they sent in the server; the connection's window
+    still leaves a stream whose app reads its full window, so its upload
+    completes (not at the body timeout)."""
+    streams = 5
+    released = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/hold":
+            while not released.is_set():  # busy elsewhere: the body waits
+                await asyncio.sleep(0.02)
+            body = b"held"
+        else:
+            total = 0
+            while True:
+                msg = await receive()
+                total += len(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    break
+            body = str(total).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    server = serve(app, lifespan="off", h2_max_concurrent_streams=streams)
+    client = H2Client("127.0.0.1", server.port)
+    try:
+        client.settings_enable_connect_protocol()  # the server's SETTINGS are in
+        # Each holder sends what its window allows, and fills the server.
+        for _ in range(streams - 1):
+            sid = client.start("/hold", method="POST", end=False)
+            send_what_fits(client, sid, 4 << 20, time.monotonic() + 2, patient=False)
+        upload = 1 << 20
+        sid = client.start("/count", method="POST", end=False)
+        sent = send_what_fits(client, sid, upload, time.monotonic() + 5, patient=True)
+        assert sent == upload, f"the read stream could send only {sent} bytes"
+        client.send_data(sid, b"", end=True)
+        client.sock.settimeout(5)
+        reply = client.wait(sid)
+        assert reply.status == 200 and reply.body == str(upload).encode()
+    finally:
+        released.set()
+        client.close()

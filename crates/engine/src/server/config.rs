@@ -75,7 +75,8 @@ pub struct H2Config {
     pub max_concurrent_streams: u32,
     pub max_header_list_size: u32,
     pub max_frame_size: u32,
-    /// A stream's receive window; the connection's is four of them.
+    /// A stream's receive window; the connection's is one per stream
+    /// (`max_concurrent_streams` of them), at most 16 MiB.
     pub initial_window_size: u32,
 }
 
@@ -85,7 +86,7 @@ impl Default for H2Config {
             max_concurrent_streams: 100,
             max_header_list_size: 64 * 1024,
             max_frame_size: 16 * 1024,
-            initial_window_size: 1024 * 1024,
+            initial_window_size: 65_535,
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::super::close::CloseReason;
+use super::super::config::H2Config;
 use super::super::exchange::{ConnId, Event, HttpExchange};
 use super::super::h1::Conn;
 use super::super::shared::Shared;
@@ -83,6 +84,22 @@ pub fn serve(
     Box::pin(run(conn, rbuf, upgrade))
 }
 
+/// The connection's receive window at most (16 MiB): what one client may
+/// have buffered in the server before apps read.
+const CONNECTION_WINDOW_CAP: u64 = 16 * 1024 * 1024;
+
+/// The connection's receive window: room for every stream's window, so
+/// that streams whose app does not read yet cannot take the window of a
+/// stream whose app does (capped: beyond the cap, that holds only for
+/// `cap / stream window` unread streams).
+fn connection_window(cfg: &H2Config) -> u32 {
+    let stream = u64::from(cfg.initial_window_size);
+    let all = stream * u64::from(cfg.max_concurrent_streams.max(1));
+    // RFC 9113 §6.9.2: the connection window starts at 65,535 and `h2`
+    // only widens it.
+    all.min(CONNECTION_WINDOW_CAP).max(stream).max(65_535) as u32
+}
+
 fn builder(conn: &Conn) -> h2::server::Builder {
     let cfg = &conn.shared.cfg.h2;
     let mut b = h2::server::Builder::new();
@@ -90,7 +107,7 @@ fn builder(conn: &Conn) -> h2::server::Builder {
         .max_header_list_size(cfg.max_header_list_size)
         .max_frame_size(cfg.max_frame_size)
         .initial_window_size(cfg.initial_window_size)
-        .initial_connection_window_size(cfg.initial_window_size.saturating_mul(4))
+        .initial_connection_window_size(connection_window(cfg))
         // Rapid reset (CVE-2023-44487): streams the client resets before
         // the app saw them, and streams we had to reset, are bounded;
         // beyond, GOAWAY ENHANCE_YOUR_CALM. (The `h2` crate's own defaults,
