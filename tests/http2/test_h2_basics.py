@@ -648,18 +648,21 @@ def test_an_idle_connection_gets_goaway_after_the_keep_alive_time(serve: Any) ->
     server = serve(scope_app, timeout_keep_alive=0.3, lifespan="off")
     client = H2Client("127.0.0.1", server.port)
     try:
+        # Timed from before the request: the server's idle time starts when
+        # the stream ends, which may be well before this thread sees the
+        # response on a loaded machine.
+        t0 = time.monotonic()
         sid = client.start("/")
         assert client.wait(sid).status == 200
-        t0 = time.monotonic()
         while client.pump():
             pass
         idle = time.monotonic() - t0
     finally:
         client.close()
     assert client.goaways and client.goaways[0].error_code == 0
-    assert 0.2 < idle < 3
+    assert 0.3 <= idle < 5
     # Counted once the close path ends (after its linger).
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 5
     while server.stats()["closed_keep_alive_timeout"] < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.stats()["closed_keep_alive_timeout"] == 1
