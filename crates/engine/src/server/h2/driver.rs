@@ -44,8 +44,8 @@ pub(super) struct Hub {
     /// A stream ended (the idle timer may start, the bounds are looked at).
     ended: Notify,
     streams: Mutex<HashMap<ConnId, Weak<H2Stream>>>,
-    /// Streams the client reset while their app ran, less streams that
-    /// completed: beyond [`reset_bound`], GOAWAY ENHANCE_YOUR_CALM.
+    /// Streams the client reset while their app ran, in the current
+    /// [`RESET_WINDOW`]: beyond [`reset_bound`], GOAWAY ENHANCE_YOUR_CALM.
     resets: AtomicUsize,
 }
 
@@ -66,12 +66,16 @@ impl Drop for Counted {
     }
 }
 
-/// Client resets of streams whose app still ran, beyond which the
-/// connection goes (our own rapid-reset bound: `h2`'s counts only streams
-/// reset before they were accepted, and ferrule accepts at once).
+/// Client resets of streams whose app still ran, per [`RESET_WINDOW`],
+/// beyond which the connection goes (our own rapid-reset bound: `h2`'s
+/// counts only streams reset before they were accepted, and ferrule
+/// accepts at once). Per window, so that a long-lived connection whose
+/// client cancels now and then is not cut.
 fn reset_bound(max_streams: usize) -> usize {
     (2 * max_streams).max(40)
 }
+
+const RESET_WINDOW: Duration = Duration::from_secs(10);
 
 /// Serves `conn` as HTTP/2 from `rbuf` (the bytes already read: the
 /// preface, or, after an `Upgrade: h2c`, whatever followed the request).
@@ -175,6 +179,7 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
     let mut refused = 0usize;
     // We sent GOAWAY ENHANCE_YOUR_CALM.
     let mut calm = false;
+    let mut reset_window = Instant::now();
     let mut going_away = false;
     let mut idle_close = false;
     let mut idle: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(shared.cfg.keep_alive_timeout));
@@ -239,6 +244,10 @@ async fn run(conn: Arc<Conn>, rbuf: BytesMut, upgrade: Option<RequestHead>) -> C
             })
             .await
         };
+        if reset_window.elapsed() >= RESET_WINDOW {
+            reset_window = Instant::now();
+            hub.resets.store(0, Relaxed);
+        }
         if !calm && hub.resets.load(Relaxed) > reset_bound(max_streams) {
             calm = true;
             going_away = true;
@@ -419,10 +428,6 @@ fn start_stream(
             st.task_ended = true;
             if peer_reset && !st.app_done {
                 hub.resets.fetch_add(1, Relaxed);
-            } else if st.complete && !st.closed {
-                let _ = hub
-                    .resets
-                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
             }
             // Still counted while the app runs: `app_done` lets go.
             if st.app_done {

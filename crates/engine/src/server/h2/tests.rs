@@ -571,3 +571,44 @@ async fn an_upgrade_followed_by_a_frame_other_than_settings_fails_at_once() {
     );
     assert_eq!(reason, CloseReason::ProtocolError);
 }
+
+#[tokio::test]
+async fn resetting_streams_whose_app_runs_past_the_bound_gets_goaway() {
+    let mut cfg = config();
+    cfg.h2.max_concurrent_streams = 2;
+    let (mut h, io) = Harness::new(cfg);
+    let (client, conn) = h2::client::handshake(io).await.expect("handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client;
+    // The bound is max(2 x 2, 40) resets in 10 s: one more is too many.
+    for _ in 0..41 {
+        client = client.ready().await.expect("ready");
+        let (_resp, mut send) = client
+            .send_request(
+                http::Request::builder()
+                    .method("POST")
+                    .uri("http://example.test/r")
+                    .body(())
+                    .expect("request"),
+                false,
+            )
+            .expect("send");
+        let (ex, _, _) = h.request().await;
+        send.send_reset(h2::Reason::CANCEL);
+        loop {
+            if let Event::Closed(id) = h.next_event().await {
+                assert_eq!(id, ex.id());
+                break;
+            }
+        }
+        // The app returns only after the reset: it ran for nothing.
+        let _ = ex.app_done(1, false);
+    }
+    let err = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection stayed open")
+        .expect("join")
+        .expect_err("GOAWAY");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM));
+    assert_eq!(h.closed_with().await, CloseReason::LimitExceeded);
+}
