@@ -80,7 +80,7 @@ _peak = 0
 
 
 async def counting(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """Each request sleeps 3 s (heedless of the client) and counts the calls
+    """Each request sleeps 1.5 s (heedless of the client) and counts the calls
     running at once; ``/peak`` answers the most seen so far."""
     global _running, _peak
     if scope["type"] != "http":
@@ -91,7 +91,7 @@ async def counting(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         _running += 1
         _peak = max(_peak, _running)
         try:
-            await asyncio.sleep(3)
+            await asyncio.sleep(1.5)
         finally:
             _running -= 1
         body = b"done"
