@@ -3,12 +3,17 @@ abort, and wsgi.input shared between threads; real server, raw sockets."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
 
 import pytest
 from _rawhttp import capture_log, connect, fetch, read_response, request, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "http2"))
+from _h2client import H2Client  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.engine]
 
@@ -61,6 +66,29 @@ def test_requests_of_clients_that_left_are_skipped_and_logged_499(serve: Any) ->
         assert fetch(served, "/live").body == b"/live"
         wait_for(lambda: sum(" 499" in r.getMessage() for r in records) == 20)
     # The app ran only for the clients still there.
+    assert calls == ["/block", "/live"]
+
+
+def test_requests_of_reset_http2_streams_are_skipped(serve: Any) -> None:
+    calls: list[str] = []
+    release = threading.Event()
+    served = serve(blocking_app(calls, release), interface="wsgi", wsgi_threads=1)
+    blocker = connect(served)
+    blocker.sendall(request(target="/block"))
+    wait_for(lambda: calls == ["/block"])
+    client = H2Client("127.0.0.1", served.port)
+    try:
+        for i in range(10):
+            client.reset(client.start(f"/reset/{i}"))
+        wait_for(lambda: served.stats()["requests"] >= 11)
+        wait_for(lambda: served.stats()["in_flight"] == 1)
+        release.set()
+        assert read_response(blocker).body == b"/block"
+        reply = client.request("/live")
+    finally:
+        blocker.close()
+        client.close()
+    assert reply.status == 200 and reply.body == b"/live"
     assert calls == ["/block", "/live"]
 
 
