@@ -189,7 +189,7 @@ impl WsgiPool {
     /// writes give up (the client is treated as gone), and the requests
     /// still queued are settled without running the app (a 500, or 499 in
     /// the log if the client left).
-    pub fn stop(&self, py: Python<'_>, abort: bool) -> PyResult<()> {
+    pub fn stop(&self, py: Python<'_>, abort: bool) {
         let drained = {
             let mut q = lock(&self.queue);
             q.stopping = true;
@@ -203,13 +203,13 @@ impl WsgiPool {
             }
         };
         self.ready.notify_all();
-        let mut first_err = None;
+        // Logged, not raised: this runs in Server.run()'s clean-up, which
+        // must go on (an access log handler's failure is not the stop's).
         for job in drained {
             if let Err(e) = self.skip(py, job) {
-                first_err.get_or_insert(e);
+                log_error(py, "ferrule: error while settling a queued WSGI request", e);
             }
         }
-        first_err.map_or(Ok(()), Err)
     }
 
     /// Settles a queued job without calling the app: its client left, or

@@ -501,10 +501,9 @@ impl Engine {
     /// writes still blocked give up as if the client had gone, and queued
     /// requests are settled without the app.
     #[pyo3(signature = (abort = false))]
-    fn wsgi_stop(&self, py: Python<'_>, abort: bool) -> PyResult<()> {
-        match self.wsgi.get() {
-            Some(p) => p.stop(py, abort),
-            None => Ok(()),
+    fn wsgi_stop(&self, py: Python<'_>, abort: bool) {
+        if let Some(p) = self.wsgi.get() {
+            p.stop(py, abort);
         }
     }
 

@@ -4,9 +4,11 @@ abort, and wsgi.input shared between threads; real server, raw sockets."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
@@ -24,19 +26,39 @@ StartResponse = Callable[..., Any]
 QUEUE_PER_THREAD = 128
 
 
-def blocking_app(calls: list[str], release: threading.Event) -> Any:
-    """Records each call's path; /block holds the (only) worker until
-    ``release`` is set."""
+@dataclass
+class Blocked:
+    """A server with one WSGI thread, held by a /block request until
+    :meth:`release`; ``calls`` records the path of each app call."""
+
+    served: Any
+    calls: list[str]
+    gate: threading.Event
+    sock: socket.socket
+
+    def release(self) -> None:
+        self.gate.set()
+        assert read_response(self.sock).body == b"/block"
+        self.sock.close()
+
+
+def start_blocked(serve: Any) -> Blocked:
+    calls: list[str] = []
+    gate = threading.Event()
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         path = environ["PATH_INFO"]
         calls.append(path)
         if path == "/block":
-            release.wait(10)
+            gate.wait(10)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [path.encode()]
 
-    return app
+    served = serve(app, interface="wsgi", wsgi_threads=1)
+    sock = connect(served)
+    sock.sendall(request(target="/block"))
+    wait_for(lambda: calls == ["/block"])
+    return Blocked(served, calls, gate, sock)
 
 
 def send_and_leave(served: Any, n: int) -> None:
@@ -48,71 +70,53 @@ def send_and_leave(served: Any, n: int) -> None:
 
 
 def test_requests_of_clients_that_left_are_skipped_and_logged_499(serve: Any) -> None:
-    calls: list[str] = []
-    release = threading.Event()
     # Before the server starts: it takes the access log only if enabled.
     with capture_log("ferrule.access") as records:
-        served = serve(blocking_app(calls, release), interface="wsgi", wsgi_threads=1)
-        blocker = connect(served)
-        blocker.sendall(request(target="/block"))
-        wait_for(lambda: calls == ["/block"])
-        send_and_leave(served, 20)
+        b = start_blocked(serve)
+        send_and_leave(b.served, 20)
         # Every one reached the engine, and the engine saw each client go.
-        wait_for(lambda: served.stats()["requests"] >= 21)
-        wait_for(lambda: served.stats()["in_flight"] == 1)
-        release.set()
-        assert read_response(blocker).body == b"/block"
-        blocker.close()
-        assert fetch(served, "/live").body == b"/live"
+        wait_for(lambda: b.served.stats()["requests"] >= 21)
+        wait_for(lambda: b.served.stats()["in_flight"] == 1)
+        b.release()
+        assert fetch(b.served, "/live").body == b"/live"
         wait_for(lambda: sum(" 499" in r.getMessage() for r in records) == 20)
     # The app ran only for the clients still there.
-    assert calls == ["/block", "/live"]
+    assert b.calls == ["/block", "/live"]
 
 
 def test_requests_of_reset_http2_streams_are_skipped(serve: Any) -> None:
-    calls: list[str] = []
-    release = threading.Event()
-    served = serve(blocking_app(calls, release), interface="wsgi", wsgi_threads=1)
-    blocker = connect(served)
-    blocker.sendall(request(target="/block"))
-    wait_for(lambda: calls == ["/block"])
-    client = H2Client("127.0.0.1", served.port)
+    b = start_blocked(serve)
+    client = H2Client("127.0.0.1", b.served.port)
     try:
         for i in range(10):
             client.reset(client.start(f"/reset/{i}"))
-        wait_for(lambda: served.stats()["requests"] >= 11)
-        wait_for(lambda: served.stats()["in_flight"] == 1)
-        release.set()
-        assert read_response(blocker).body == b"/block"
+        wait_for(lambda: b.served.stats()["requests"] >= 11)
+        wait_for(lambda: b.served.stats()["in_flight"] == 1)
+        b.release()
         reply = client.request("/live")
     finally:
-        blocker.close()
         client.close()
     assert reply.status == 200 and reply.body == b"/live"
-    assert calls == ["/block", "/live"]
+    assert b.calls == ["/block", "/live"]
 
 
 def test_queue_is_bounded_and_answers_503_when_full(serve: Any) -> None:
-    calls: list[str] = []
-    release = threading.Event()
-    served = serve(blocking_app(calls, release), interface="wsgi", wsgi_threads=1)
-    blocker = connect(served)
-    blocker.sendall(request(target="/block"))
-    wait_for(lambda: calls == ["/block"])
+    b = start_blocked(serve)
     extra = 10
-    send_and_leave(served, QUEUE_PER_THREAD + extra)
-    wait_for(lambda: served.stats()["requests"] >= 1 + QUEUE_PER_THREAD + extra)
-    # Queued (and running) requests stop at the bound.
-    assert served.server._engine.wsgi_busy() == 1 + QUEUE_PER_THREAD
-    refused = fetch(served, "/refused")
+    send_and_leave(b.served, QUEUE_PER_THREAD + extra)
+    engine = b.served.server._engine
+    wait_for(lambda: b.served.stats()["requests"] >= 1 + QUEUE_PER_THREAD + extra)
+    wait_for(lambda: engine.wsgi_busy() == 1 + QUEUE_PER_THREAD)
+    # A full queue answers at once (an unbounded one would queue this too).
+    refused = fetch(b.served, "/refused")
     assert refused.status == 503
     assert refused.connection_tokens() == {"close"}
-    release.set()
-    assert read_response(blocker).body == b"/block"
-    blocker.close()
-    wait_for(lambda: served.server._engine.wsgi_busy() == 0)
-    assert fetch(served, "/live").status == 200
-    assert calls == ["/block", "/live"]
+    # Queued (and running) requests stopped at the bound.
+    assert engine.wsgi_busy() == 1 + QUEUE_PER_THREAD
+    b.release()
+    wait_for(lambda: engine.wsgi_busy() == 0)
+    assert fetch(b.served, "/live").status == 200
+    assert b.calls == ["/block", "/live"]
 
 
 def test_queued_requests_never_reach_the_app_after_the_grace_expired(
