@@ -3,6 +3,7 @@ httpx and curl do not show: trailers, 1xx responses, resets, GOAWAY."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class H2Client:
         self.buf = b""
         self.replies: dict[int, Reply] = {}
         self.goaways: list[Goaway] = []
+        self.ping_acks: list[bytes] = []
         self.closed = False
         self.acked = False
         # False: PINGs go unanswered (a client that does not play along).
@@ -165,6 +167,8 @@ class H2Client:
         elif isinstance(ev, h2.events.DataReceived):
             self.replies[ev.stream_id].body += ev.data
             self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.PingAckReceived):
+            self.ping_acks.append(ev.ping_data)
         elif isinstance(ev, h2.events.StreamEnded):
             self.replies[ev.stream_id].ended = True
         elif isinstance(ev, h2.events.StreamReset):
@@ -178,6 +182,16 @@ class H2Client:
             if not self.pump():
                 break
         return bool(self.conn.remote_settings.enable_connect_protocol)
+
+    def ping(self) -> None:
+        """A PING round trip: once it is back, the server has read every
+        frame sent before it."""
+        opaque = os.urandom(8)
+        self.conn.ping(opaque)
+        self.flush()
+        while opaque not in self.ping_acks:
+            if not self.pump():
+                raise ConnectionError("closed before the PING came back")
 
     def wait(self, sid: int) -> Reply:
         reply = self.replies[sid]
