@@ -123,6 +123,9 @@ class Config:
         reload_excludes: list[str] | str | None = None,
         h11_max_incomplete_event_size: int | None = None,
         reset_contextvars: bool = False,
+        bind: list[str] | str | None = None,
+        request_body_end_event: bool = False,
+        raw_header_names: bool = False,
         http2: bool = False,
         ws: str = "auto",
         ws_max_size: int = 16777216,
@@ -281,6 +284,13 @@ class Config:
                 )
             self.limit_request_head_size = self.h11_max_incomplete_event_size
         self.reset_contextvars: bool = _valid("reset_contextvars", reset_contextvars)
+        # Embedding (issue 13): several listeners, rolo's body quirk, and
+        # header names as sent.
+        self.bind: list[str] = _valid("bind", bind)
+        self.request_body_end_event: bool = _valid(
+            "request_body_end_event", request_body_end_event
+        )
+        self.raw_header_names: bool = _valid("raw_header_names", raw_header_names)
 
         # Not served yet: kept for the work that adds them (see notices()).
         self.http2: bool = _valid("http2", http2)

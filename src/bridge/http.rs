@@ -58,6 +58,20 @@ pub struct Sender {
     r: Arc<HttpResponder>,
 }
 
+/// What `receive()` and `send(message)` return: a coroutine-like object
+/// (registered as a `collections.abc.Coroutine`, so `asyncio.iscoroutine`
+/// and `run_coroutine_threadsafe` take it) that acts only when awaited or
+/// first stepped, on the thread that runs it (the loop's).
+#[pyclass(module = "ferrule._ferrule", name = "ASGICall")]
+pub struct Call {
+    r: Arc<HttpResponder>,
+    /// `send(message)`'s message; None: a `receive()`.
+    message: Option<Py<PyAny>>,
+    /// The iterator of the future the call returned, once stepped.
+    it: Option<Py<PyAny>>,
+    started: bool,
+}
+
 fn disconnect_msg(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
@@ -372,31 +386,202 @@ impl TaskOwner for HttpResponder {
 /// connection before a response head was sent (nginx's 499).
 const CLIENT_CLOSED: u16 = 499;
 
-#[pymethods]
-impl Receive {
-    fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let r = &self.r;
+/// `--request-body-end-event`: a last chunk that carries bytes goes out
+/// with `more_body=True`, and the connection's next `receive()` gets an
+/// empty final event (h11's way), for apps that drop a last chunk's body.
+fn split_end(bridge: &Bridge, id: ConnId, got: &mut Received, has_body: bool) {
+    if let Received::Body { more } = got {
+        if !*more && has_body {
+            if let Some(e) = bridge.conns().get_mut(&id) {
+                *more = true;
+                e.end_pending = true;
+            }
+        }
+    }
+}
+
+impl HttpResponder {
+    /// `receive()` now: a future, resolved already or when the engine
+    /// wakes the call.
+    fn receive_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let body_end = self.bridge.refs.body_end_event;
+        if body_end {
+            let pending = self
+                .bridge
+                .conns()
+                .get_mut(&self.id())
+                .is_some_and(|e| std::mem::take(&mut e.end_pending));
+            if pending {
+                return ready(py, &self.bridge, request_msg(py, None, false)?);
+            }
+        }
         let mut body = None;
-        let got = r
+        let mut got = self
             .exchange
-            .receive(r.seq, &mut |b| body = Some(PyBytes::new(py, b)));
+            .receive(self.seq, &mut |b| body = Some(PyBytes::new(py, b)));
         if got == Received::Wait {
-            let fut = r.bridge.refs.create_future.bind(py).call0()?;
-            r.park(py, &fut, true)?;
+            let fut = self.bridge.refs.create_future.bind(py).call0()?;
+            self.park(py, &fut, true)?;
             return Ok(fut);
         }
-        ready(py, &r.bridge, received_msg(py, &got, body)?)
+        if body_end {
+            let has_body = body.as_ref().is_some_and(|b| !b.as_bytes().is_empty());
+            split_end(&self.bridge, self.id(), &mut got, has_body);
+        }
+        ready(py, &self.bridge, received_msg(py, &got, body)?)
+    }
+}
+
+impl Call {
+    /// Acts (receives or sends) and returns the iterator of the resulting
+    /// future.
+    fn start<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if self.started {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited ASGI call",
+            ));
+        }
+        self.started = true;
+        let fut = match self.message.take() {
+            None => self.r.receive_now(py)?,
+            Some(m) => send_now(&self.r, py, m.bind(py))?,
+        };
+        Ok(fut.try_iter()?.into_any())
+    }
+
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let it = match &self.it {
+            Some(it) => it.bind(py).clone(),
+            None => {
+                let it = self.start(py)?;
+                self.it = Some(it.clone().unbind());
+                it
+            }
+        };
+        match value {
+            Some(v) if !v.is_none() => it.call_method1(intern!(py, "send"), (v,)),
+            _ => it.call_method0(intern!(py, "__next__")),
+        }
+    }
+}
+
+#[pymethods]
+impl Call {
+    /// `await call`: acts now and hands the await to the future's iterator
+    /// (the usual path costs no further call on this object).
+    fn __await__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let it = self.start(py)?;
+        self.it = Some(it.clone().unbind());
+        Ok(it)
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.step(py, None)
+    }
+
+    fn send<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.step(py, Some(value))
+    }
+
+    #[pyo3(signature = (typ, val = None, tb = None))]
+    fn throw<'py>(
+        &mut self,
+        py: Python<'py>,
+        typ: &Bound<'py, PyAny>,
+        val: Option<&Bound<'py, PyAny>>,
+        tb: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(it) = &self.it {
+            let it = it.bind(py).clone();
+            if it.hasattr(intern!(py, "throw"))? {
+                return it.call_method1(intern!(py, "throw"), (typ, val, tb));
+            }
+        }
+        self.started = true;
+        self.message = None;
+        let exc = match val {
+            Some(v) if !v.is_none() => v.clone(),
+            _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
+            _ => typ.clone(),
+        };
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(&mut self) {
+        self.started = true;
+        self.message = None;
+        self.it = None;
+    }
+
+    fn __repr__(&self) -> &'static str {
+        if self.message.is_some() || self.started {
+            "<ferrule ASGI call>"
+        } else {
+            "<ferrule ASGI call receive()>"
+        }
+    }
+}
+
+#[pymethods]
+impl Receive {
+    fn __call__(&self) -> Call {
+        Call {
+            r: self.r.clone(),
+            message: None,
+            it: None,
+            started: false,
+        }
     }
 }
 
 #[pymethods]
 impl Sender {
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        message: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let r = &self.r;
+    fn __call__(&self, message: Py<PyAny>) -> Call {
+        Call {
+            r: self.r.clone(),
+            message: Some(message),
+            it: None,
+            started: false,
+        }
+    }
+
+    /// `send(message)`: the app gets this bound method, so
+    /// `send.__self__.closed` says whether the client has gone (rolo reads
+    /// it before each body write, as hypercorn allows).
+    fn send(&self, message: Py<PyAny>) -> Call {
+        self.__call__(message)
+    }
+
+    /// True once the client has gone.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.r.exchange.is_closed()
+    }
+
+    /// Called by the Python runner when the app coroutine ends. Returns
+    /// true when the response was not complete (ferrule then sent a 500, or
+    /// closed the connection if part of the response had been written).
+    pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
+        self.r.app_done(py, failed)
+    }
+}
+
+/// `send(message)` now: a future (the shared completed one, or one the
+/// engine's wake-up resolves).
+fn send_now<'py>(
+    r: &HttpResponder,
+    py: Python<'py>,
+    message: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    {
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
         let as_dict = message.cast::<PyDict>().ok();
@@ -471,13 +656,6 @@ impl Sender {
         };
         r.sent(py, &ty, result)
     }
-
-    /// Called by the Python runner when the app coroutine ends. Returns
-    /// true when the response was not complete (ferrule then sent a 500, or
-    /// closed the connection if part of the response had been written).
-    pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
-        self.r.app_done(py, failed)
-    }
 }
 
 /// Builds the scope and starts the app for a parsed request.
@@ -536,7 +714,9 @@ pub fn start_app(
                 r: responder.clone(),
             },
         )?;
-        Ok((scope, receive.into_any(), send.into_any()))
+        // A bound method: `send.__self__` is the Send object.
+        let send = send.bind(py).getattr(intern!(py, "send"))?;
+        Ok((scope, receive.into_any(), send.unbind()))
     })
 }
 
@@ -563,6 +743,7 @@ pub(super) fn conn_entry(
     let known = bridge.conns().get_mut(&id).map(|e| {
         let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
         let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
+        e.end_pending = false;
         (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
     });
     if let Some((addrs, stale)) = known {
@@ -583,6 +764,7 @@ pub(super) fn conn_entry(
             tls: tls.as_ref().map(|t| t.clone_ref(py)),
             recv_waiter: None,
             send_waiter: None,
+            end_pending: false,
         };
         bridge.conns().insert(id, entry);
     }
@@ -662,8 +844,12 @@ pub fn on_wake(py: Python<'_>, bridge: &Bridge, exchange: &dyn HttpExchange) -> 
         ),
         None => (None, None),
     };
-    if let (Some(w), Some(got)) = (recv, &up.receive) {
-        resolve(py, w, received_msg(py, got, body))?;
+    if let (Some(w), Some(mut got)) = (recv, up.receive) {
+        if bridge.refs.body_end_event {
+            let has_body = body.as_ref().is_some_and(|b| !b.as_bytes().is_empty());
+            split_end(bridge, exchange.id(), &mut got, has_body);
+        }
+        resolve(py, w, received_msg(py, &got, body))?;
     }
     if let (Some(w), Some(ok)) = (send, up.send) {
         let v = match ok {
