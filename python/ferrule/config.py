@@ -420,6 +420,9 @@ class Config:
         """Why this configuration cannot be served, as one line naming the
         flag and the file (the TLS files are loaded as the engine will load
         them), or None."""
+        if self.bind and self.workers > 1:
+            # The supervisor binds host/port/uds/fd itself.
+            return "--bind cannot be combined with --workers yet (use --host/--port)"
         if not self.is_ssl:
             return None
         from ._ferrule import Engine, TlsError

@@ -482,19 +482,19 @@ class Server:
                 reader = engine.start_thread()
                 loop.add_reader(reader, engine.on_ready)
             self.started = True
-            host, port = engine.bound_address
-            if host.startswith("/") or port == 0 and config.uds:
-                logger.info(
-                    "Ferrule running on unix socket %s (Press CTRL+C to quit)", host
-                )
-            else:
-                shown = f"[{host}]" if ":" in host else host
-                logger.info(
-                    "Ferrule running on %s://%s:%d (Press CTRL+C to quit)",
-                    "https" if config.is_ssl else "http",
-                    shown,
-                    port,
-                )
+            for host, port in engine.bound_addresses:
+                if host.startswith("/") or port == 0 and config.uds:
+                    logger.info(
+                        "Ferrule running on unix socket %s (Press CTRL+C to quit)", host
+                    )
+                else:
+                    shown = f"[{host}]" if ":" in host else host
+                    logger.info(
+                        "Ferrule running on %s://%s:%d (Press CTRL+C to quit)",
+                        "https" if config.is_ssl else "http",
+                        shown,
+                        port,
+                    )
             logger.info("Started server process [%d]", os.getpid())
             if self.link is not None:
                 self.link.ready()
