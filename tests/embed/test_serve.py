@@ -499,3 +499,39 @@ def _header_names(**options: Any) -> list[bytes]:
 def test_raw_header_names_pass_names_as_the_client_sent_them() -> None:
     assert _header_names(raw_header_names=True) == [b"Host", b"X-Amz-Date"]
     assert _header_names() == [b"host", b"x-amz-date"]
+
+
+def test_websocket_echo_on_the_callers_loop() -> None:
+    import websockets.sync.client
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": m.get("text") or ""})
+
+    async def main() -> list[str]:
+        server = Server(config(echo))
+        task = asyncio.ensure_future(server.serve())
+        await server.wait_started()
+        url = "ws://%s:%d/" % server.bound_address  # type: ignore[str-format]
+
+        def client() -> list[str]:
+            with websockets.sync.client.connect(url) as ws:
+                out = []
+                for i in range(20):
+                    ws.send(f"m{i}")
+                    out.append(str(ws.recv(timeout=5)))
+                return out
+
+        got = await asyncio.to_thread(client)
+        await server.shutdown()
+        await task
+        return got
+
+    assert run_in_thread(main) == [f"m{i}" for i in range(20)]
