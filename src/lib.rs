@@ -16,6 +16,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::http::Receive>()?;
     m.add_class::<bridge::http::Sender>()?;
     m.add_class::<bridge::http::Call>()?;
+    bridge::http::install_call_slots(m.py());
     m.add_class::<bridge::task::RequestTask>()?;
     m.add_class::<bridge::websocket::WsReceive>()?;
     m.add_class::<bridge::websocket::WsSender>()?;

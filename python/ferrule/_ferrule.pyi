@@ -29,11 +29,12 @@ class Receive:
     def __call__(self) -> ASGICall: ...
 
 class Send:
-    """The object behind one request's ASGI ``send`` (the app gets the bound
-    method ``send``, so ``send.__self__.closed`` works)."""
+    """The ASGI ``send`` callable of one request."""
 
     def __call__(self, message: Mapping[str, Any]) -> ASGICall: ...
-    def send(self, message: Mapping[str, Any]) -> ASGICall: ...
+    @property
+    def __self__(self) -> Send:
+        """The object itself, as on a bound method: ``send.__self__.closed``."""
     @property
     def closed(self) -> bool:
         """True once the client has gone."""

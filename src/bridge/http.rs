@@ -62,7 +62,7 @@ pub struct Sender {
 /// (registered as a `collections.abc.Coroutine`, so `asyncio.iscoroutine`
 /// and `run_coroutine_threadsafe` take it) that acts only when awaited or
 /// first stepped, on the thread that runs it (the loop's).
-#[pyclass(module = "ferrule._ferrule", name = "ASGICall")]
+#[pyclass(module = "ferrule._ferrule", name = "ASGICall", freelist = 64)]
 pub struct Call {
     r: Arc<HttpResponder>,
     /// `send(message)`'s message; None: a `receive()`.
@@ -401,9 +401,9 @@ fn split_end(bridge: &Bridge, id: ConnId, got: &mut Received, has_body: bool) {
 }
 
 impl HttpResponder {
-    /// `receive()` now: a future, resolved already or when the engine
-    /// wakes the call.
-    fn receive_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// `receive()` now: the message, or a future the engine's wake-up
+    /// resolves.
+    fn receive_now<'py>(&self, py: Python<'py>) -> PyResult<Outcome<'py>> {
         let body_end = self.bridge.refs.body_end_event;
         if body_end {
             let pending = self
@@ -412,7 +412,7 @@ impl HttpResponder {
                 .get_mut(&self.id())
                 .is_some_and(|e| std::mem::take(&mut e.end_pending));
             if pending {
-                return ready(py, &self.bridge, request_msg(py, None, false)?);
+                return Ok(Outcome::Ready(request_msg(py, None, false)?));
             }
         }
         let mut body = None;
@@ -422,73 +422,183 @@ impl HttpResponder {
         if got == Received::Wait {
             let fut = self.bridge.refs.create_future.bind(py).call0()?;
             self.park(py, &fut, true)?;
-            return Ok(fut);
+            return Ok(Outcome::Wait(fut));
         }
         if body_end {
             let has_body = body.as_ref().is_some_and(|b| !b.as_bytes().is_empty());
             split_end(&self.bridge, self.id(), &mut got, has_body);
         }
-        ready(py, &self.bridge, received_msg(py, &got, body)?)
+        Ok(Outcome::Ready(received_msg(py, &got, body)?))
+    }
+}
+
+/// What an ASGI call came to when it acted.
+enum Outcome<'py> {
+    /// Done: `receive()`'s message, or None for `send()`.
+    Ready(Bound<'py, PyAny>),
+    /// A future the engine's wake-up resolves.
+    Wait(Bound<'py, PyAny>),
+}
+
+/// One step of an [`Call`]: the await ends with a value, or yields one.
+enum Step<'py> {
+    Return(Bound<'py, PyAny>),
+    Yield(Bound<'py, PyAny>),
+}
+
+/// `PyIter_Send` on a future's iterator, as a [`Step`].
+fn iter_send<'py>(it: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> PyResult<Step<'py>> {
+    let py = it.py();
+    let mut out: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: both objects are live and we are attached; PyIter_Send
+    // hands back a new reference in `out` (or none, with an exception set).
+    let r = unsafe { pyo3::ffi::PyIter_Send(it.as_ptr(), value.as_ptr(), &mut out) };
+    match r {
+        pyo3::ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
+        // SAFETY: `out` is the new reference PyIter_Send gave us.
+        pyo3::ffi::PySendResult::PYGEN_NEXT => {
+            Ok(Step::Yield(unsafe { Bound::from_owned_ptr(py, out) }))
+        }
+        pyo3::ffi::PySendResult::PYGEN_RETURN => {
+            Ok(Step::Return(unsafe { Bound::from_owned_ptr(py, out) }))
+        }
     }
 }
 
 impl Call {
-    /// Acts (receives or sends) and returns the iterator of the resulting
-    /// future.
-    fn start<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Steps the call: the first step acts (receives or sends). Ready, the
+    /// await ends here with no future made (None for a `send()`, the
+    /// message for a `receive()`); otherwise it yields the future as
+    /// awaiting it would, and later steps go to that future's iterator.
+    fn step<'py>(&mut self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Step<'py>> {
+        if let Some(it) = &self.it {
+            let it = it.bind(py).clone();
+            return iter_send(&it, value);
+        }
         if self.started {
             return Err(PyRuntimeError::new_err(
                 "cannot reuse already awaited ASGI call",
             ));
         }
         self.started = true;
-        let fut = match self.message.take() {
+        let outcome = match self.message.take() {
             None => self.r.receive_now(py)?,
-            Some(m) => send_now(&self.r, py, m.bind(py))?,
-        };
-        Ok(fut.try_iter()?.into_any())
-    }
-
-    fn step<'py>(
-        &mut self,
-        py: Python<'py>,
-        value: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let it = match &self.it {
-            Some(it) => it.bind(py).clone(),
-            None => {
-                let it = self.start(py)?;
-                self.it = Some(it.clone().unbind());
-                it
+            Some(m) => {
+                let fut = send_now(&self.r, py, m.bind(py))?;
+                if fut.is(self.r.bridge.refs.done.bind(py)) {
+                    return Ok(Step::Return(py.None().into_bound(py)));
+                }
+                Outcome::Wait(fut)
             }
         };
-        match value {
-            Some(v) if !v.is_none() => it.call_method1(intern!(py, "send"), (v,)),
-            _ => it.call_method0(intern!(py, "__next__")),
+        match outcome {
+            Outcome::Ready(v) => Ok(Step::Return(v)),
+            Outcome::Wait(fut) => {
+                let it = fut.try_iter()?.into_any();
+                self.it = Some(it.clone().unbind());
+                iter_send(&it, &py.None().into_bound(py))
+            }
+        }
+    }
+
+    /// A step as the iterator protocol reports it: the value yielded, or
+    /// StopIteration carrying the result.
+    fn step_iter<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.step(py, value)? {
+            Step::Yield(v) => Ok(Some(v)),
+            Step::Return(v) if v.is_none() => Ok(None),
+            Step::Return(v) => Err(pyo3::exceptions::PyStopIteration::new_err((v.unbind(),))),
+        }
+    }
+}
+
+/// `am_send`, the slot `await` and asyncio's Tasks step a call through
+/// (`PyIter_Send`): the result comes back without a StopIteration, and
+/// without the argument parsing of a method call.
+unsafe extern "C" fn call_am_send(
+    slf: *mut pyo3::ffi::PyObject,
+    arg: *mut pyo3::ffi::PyObject,
+    result: *mut *mut pyo3::ffi::PyObject,
+) -> pyo3::ffi::PySendResult {
+    use pyo3::ffi::PySendResult::{PYGEN_ERROR, PYGEN_NEXT, PYGEN_RETURN};
+    // SAFETY: CPython calls the slot attached, with live objects.
+    let py = unsafe { Python::assume_attached() };
+    let run = std::panic::AssertUnwindSafe(|| -> PyResult<Step<'_>> {
+        // SAFETY: the slot is only installed on the Call type.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<Call>() };
+        let arg = unsafe { Bound::from_borrowed_ptr(py, arg) };
+        let mut call = slf.try_borrow_mut()?;
+        call.step(py, &arg)
+    });
+    let r = std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Err(PyRuntimeError::new_err("ferrule: panic in an ASGI call")));
+    // SAFETY: `result` is CPython's out pointer.
+    unsafe {
+        match r {
+            Ok(Step::Return(v)) => {
+                *result = v.into_ptr();
+                PYGEN_RETURN
+            }
+            Ok(Step::Yield(v)) => {
+                *result = v.into_ptr();
+                PYGEN_NEXT
+            }
+            Err(e) => {
+                e.restore(py);
+                *result = std::ptr::null_mut();
+                PYGEN_ERROR
+            }
+        }
+    }
+}
+
+/// `am_await`: the call is its own iterator.
+unsafe extern "C" fn call_am_await(slf: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: a live object; the new reference is the caller's.
+    unsafe { pyo3::ffi::Py_IncRef(slf) };
+    slf
+}
+
+/// Puts the C-level `await` slots on the Call type: pyo3's generated
+/// `__await__`/`__next__` trampolines cost about 500 instructions per
+/// `send()` (measured with callgrind), the slots almost none. The methods
+/// stay for callers that use them by name.
+pub fn install_call_slots(py: Python<'_>) {
+    let ty = py.get_type::<Call>();
+    // SAFETY: a heap type pyo3 created with an `__await__` slot, so its
+    // `tp_as_async` points at the type's own, writable, async methods;
+    // nothing has used the type yet.
+    unsafe {
+        let tp = ty.as_type_ptr();
+        let am = (*tp).tp_as_async;
+        if !am.is_null() {
+            (*am).am_await = Some(call_am_await);
+            (*am).am_send = Some(call_am_send);
         }
     }
 }
 
 #[pymethods]
 impl Call {
-    /// `await call`: acts now and hands the await to the future's iterator
-    /// (the usual path costs no further call on this object).
-    fn __await__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let it = self.start(py)?;
-        self.it = Some(it.clone().unbind());
-        Ok(it)
+    /// `await call`: the call is its own iterator; it acts at its first step.
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
     }
 
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.step(py, None)
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.step_iter(py, &py.None().into_bound(py))
     }
 
     fn send<'py>(
         &mut self,
         py: Python<'py>,
         value: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.step(py, Some(value))
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.step_iter(py, value)
     }
 
     #[pyo3(signature = (typ, val = None, tb = None))]
@@ -520,14 +630,6 @@ impl Call {
         self.message = None;
         self.it = None;
     }
-
-    fn __repr__(&self) -> &'static str {
-        if self.message.is_some() || self.started {
-            "<ferrule ASGI call>"
-        } else {
-            "<ferrule ASGI call receive()>"
-        }
-    }
 }
 
 #[pymethods]
@@ -553,11 +655,12 @@ impl Sender {
         }
     }
 
-    /// `send(message)`: the app gets this bound method, so
-    /// `send.__self__.closed` says whether the client has gone (rolo reads
-    /// it before each body write, as hypercorn allows).
-    fn send(&self, message: Py<PyAny>) -> Call {
-        self.__call__(message)
+    /// `send.__self__`, as on a bound method (hypercorn's `send` is one):
+    /// rolo reads `send.__self__.closed` before each body write. The app
+    /// gets this object itself, so no bound method is made per request.
+    #[getter(__self__)]
+    fn self_(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
     }
 
     /// True once the client has gone.
@@ -714,9 +817,7 @@ pub fn start_app(
                 r: responder.clone(),
             },
         )?;
-        // A bound method: `send.__self__` is the Send object.
-        let send = send.bind(py).getattr(intern!(py, "send"))?;
-        Ok((scope, receive.into_any(), send.unbind()))
+        Ok((scope, receive.into_any(), send.into_any()))
     })
 }
 

@@ -3,6 +3,7 @@ boto3 as the client (the example gateway, examples/gateway.py)."""
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -38,13 +39,25 @@ def test_rolo_gateway_serves_2000_boto3_calls_none_over_30_ms(loop: str) -> None
     try:
         s3, sqs = clients(gateway.url)
         queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+        # The SDK's long-lived objects (models, clients) out of the
+        # collector's way: a full collection over them is the client's pause,
+        # not the server's.
+        gc.collect()
+        gc.freeze()
+        # Each operation's first call loads its part of the SDK's model.
+        s3.put_object(Bucket="b", Key="warm", Body=b"w")
+        s3.get_object(Bucket="b", Key="warm")["Body"].read()
+        sqs.send_message(QueueUrl=queue, MessageBody="warm")
+        sqs.receive_message(QueueUrl=queue)
         slowest = 0.0
+        # 1,000 puts, 1,000 gets and 500 sends: 2,500 calls.
         for i in range(1000):
             body = b"object %d" % i
             t = time.perf_counter()
             s3.put_object(Bucket="b", Key="k%d" % i, Body=body)
+            t1 = time.perf_counter()
             got = s3.get_object(Bucket="b", Key="k%d" % i)["Body"].read()
-            slowest = max(slowest, (time.perf_counter() - t) / 2)
+            slowest = max(slowest, t1 - t, time.perf_counter() - t1)
             assert got == body
             if i % 2:
                 t = time.perf_counter()
@@ -54,6 +67,8 @@ def test_rolo_gateway_serves_2000_boto3_calls_none_over_30_ms(loop: str) -> None
         messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=3)
         assert [m["Body"] for m in messages["Messages"]] == ["m1", "m3", "m5"]
     finally:
+        gc.unfreeze()
         gateway.stop()
     assert not gateway._thread.is_alive()  # type: ignore[union-attr]
+    print(f"slowest call {slowest * 1000:.1f} ms")
     assert slowest < 0.030, f"slowest call {slowest * 1000:.1f} ms"
