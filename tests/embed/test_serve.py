@@ -103,6 +103,11 @@ def test_ferrule_serve_stops_on_its_shutdown_trigger() -> None:
     assert run_in_thread(main)
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -120,16 +125,21 @@ def test_start_and_stop_100_times_leaks_no_fd_or_thread() -> None:
         await server.shutdown()
         await task
 
-    async def main() -> tuple[int, int, int, int]:
-        await cycle()  # first use: imports, caches
-        fds, threads = _fds(), threading.active_count()
+    async def main() -> tuple[int, int, int, int, int]:
+        for _ in range(5):
+            await cycle()  # first uses: imports, caches, allocator pools
+        fds, threads, rss = _fds(), threading.active_count(), _rss()
         for _ in range(100):
             await cycle()
-        return fds, threads, _fds(), threading.active_count()
+        grown = _rss() - rss
+        return fds, threads, _fds(), threading.active_count(), grown
 
-    fds, threads, fds_after, threads_after = run_in_thread(main)
+    fds, threads, fds_after, threads_after, grown = run_in_thread(main)
     assert fds_after <= fds, (fds, fds_after)
     assert threads_after <= threads, (threads, threads_after)
+    # A leaked engine (runtime, buffers, bridge) per cycle would add
+    # megabytes over 100 cycles.
+    assert grown < 4 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB"
 
 
 def test_run_started_and_stopped_leaks_no_fd() -> None:
