@@ -51,11 +51,59 @@ pub struct HttpResponder {
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct Receive {
     r: Arc<HttpResponder>,
+    /// The last call object, reused once nothing else holds it.
+    spare: Spare,
 }
 
 #[pyclass(frozen, name = "Send", module = "ferrule._ferrule")]
 pub struct Sender {
     r: Arc<HttpResponder>,
+    /// The last call object, reused once nothing else holds it.
+    spare: Spare,
+}
+
+type Spare = Mutex<Option<Py<Call>>>;
+
+/// A call object for `message` (None: a `receive()`): the spare one when
+/// only `spare` still holds it (its await is over: an app awaits each call
+/// at once and drops it), else a new one that becomes the spare. Saves an
+/// allocation and a deallocation per call on the hot path.
+fn call_object(
+    py: Python<'_>,
+    spare: &Spare,
+    r: &Arc<HttpResponder>,
+    message: Option<Py<PyAny>>,
+) -> PyResult<Py<Call>> {
+    let mut slot = spare.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = slot.as_ref() {
+        // SAFETY: reading the reference count of a live object, attached.
+        if unsafe { pyo3::ffi::Py_REFCNT(c.as_ptr()) } == 1 {
+            if let Ok(mut call) = c.bind(py).try_borrow_mut() {
+                let old_it = call.it.take();
+                let old_message = std::mem::replace(&mut call.message, message);
+                call.started = false;
+                drop(call);
+                let out = c.clone_ref(py);
+                drop(slot);
+                // Outside the lock: a last reference may run Python.
+                drop((old_it, old_message));
+                return Ok(out);
+            }
+        }
+    }
+    let c = Py::new(
+        py,
+        Call {
+            r: r.clone(),
+            message,
+            it: None,
+            started: false,
+        },
+    )?;
+    let old = slot.replace(c.clone_ref(py));
+    drop(slot);
+    drop(old);
+    Ok(c)
 }
 
 /// What `receive()` and `send(message)` return: a coroutine-like object
@@ -473,7 +521,11 @@ impl Call {
     fn step<'py>(&mut self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Step<'py>> {
         if let Some(it) = &self.it {
             let it = it.bind(py).clone();
-            return iter_send(&it, value);
+            let step = iter_send(&it, value);
+            if !matches!(step, Ok(Step::Yield(_))) {
+                self.it = None;
+            }
+            return step;
         }
         if self.started {
             return Err(PyRuntimeError::new_err(
@@ -634,25 +686,15 @@ impl Call {
 
 #[pymethods]
 impl Receive {
-    fn __call__(&self) -> Call {
-        Call {
-            r: self.r.clone(),
-            message: None,
-            it: None,
-            started: false,
-        }
+    fn __call__(&self, py: Python<'_>) -> PyResult<Py<Call>> {
+        call_object(py, &self.spare, &self.r, None)
     }
 }
 
 #[pymethods]
 impl Sender {
-    fn __call__(&self, message: Py<PyAny>) -> Call {
-        Call {
-            r: self.r.clone(),
-            message: Some(message),
-            it: None,
-            started: false,
-        }
+    fn __call__(&self, py: Python<'_>, message: Py<PyAny>) -> PyResult<Py<Call>> {
+        call_object(py, &self.spare, &self.r, Some(message))
     }
 
     /// `send.__self__`, as on a bound method (hypercorn's `send` is one):
@@ -809,12 +851,14 @@ pub fn start_app(
             py,
             Receive {
                 r: responder.clone(),
+                spare: Mutex::new(None),
             },
         )?;
         let send = Py::new(
             py,
             Sender {
                 r: responder.clone(),
+                spare: Mutex::new(None),
             },
         )?;
         Ok((scope, receive.into_any(), send.into_any()))
