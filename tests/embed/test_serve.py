@@ -545,3 +545,36 @@ def test_websocket_echo_on_the_callers_loop() -> None:
         return got
 
     assert run_in_thread(main) == [f"m{i}" for i in range(20)]
+
+
+def test_a_call_held_by_the_app_is_never_handed_out_again() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        first = receive()
+        second = receive()  # `first` is still held: a distinct object
+        seen["distinct"] = first is not second
+        second.close()
+        message = await first
+        seen["body"] = message["body"]
+        try:
+            await first
+        except RuntimeError:
+            seen["reawait_refused"] = True
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> httpx.Response:
+        server = Server(config(app))
+        task = asyncio.ensure_future(server.serve())
+        await server.wait_started()
+        url = "http://%s:%d/" % server.bound_address  # type: ignore[str-format]
+        r = await asyncio.to_thread(httpx.post, url, content=b"abc")
+        await server.shutdown()
+        await task
+        return r
+
+    assert run_in_thread(main).text == "ok"
+    assert seen == {"distinct": True, "body": b"abc", "reawait_refused": True}

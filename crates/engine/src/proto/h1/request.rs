@@ -109,7 +109,8 @@ pub struct RequestHead {
     /// Client's wish (RFC 9112 §9.3).
     pub keep_alive: bool,
     /// The head as received, names in their case (`Limits::keep_header_case`).
-    pub as_sent: Option<Bytes>,
+    /// Boxed: one word, so the head moves as cheaply as without it.
+    pub as_sent: Option<Box<Bytes>>,
     /// `Expect: 100-continue` on an HTTP/1.1 request that has a body.
     pub expect_continue: bool,
 }
@@ -206,7 +207,7 @@ pub fn parse_request_head(
     let head = &mut buf[skip..skip + len];
     let as_sent = limits
         .keep_header_case
-        .then(|| Bytes::copy_from_slice(head));
+        .then(|| Box::new(Bytes::copy_from_slice(head)));
     let (path, query) = split_target(head, method, target)?;
     let facts = classify_headers(head, &headers)?;
 
