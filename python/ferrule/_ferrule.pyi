@@ -35,6 +35,7 @@ class Send:
     @property
     def __self__(self) -> Send:
         """The object itself, as on a bound method: ``send.__self__.closed``."""
+
     @property
     def closed(self) -> bool:
         """True once the client has gone."""

@@ -10,10 +10,10 @@ import os
 import random
 import signal
 import socket
-import weakref
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import logs
@@ -58,7 +58,8 @@ async def _run_http(call: Awaitable[None], send: Any) -> None:
     """The coroutine an asyncio Task runs for a request when requests do not
     run as the engine's own tasks: turns failures into a 500 (or a closed
     connection when part of the response was sent) and logs tracebacks."""
-    # HTTP's send is a bound method of its Send object; WebSocket's is one.
+    # The Send object (an HTTP send's __self__ is itself; a WebSocket's
+    # send has none).
     send = getattr(send, "__self__", send)
     try:
         await call
@@ -254,7 +255,8 @@ class Server:
 
     async def shutdown(self, sockets: Iterable[socket.socket] | None = None) -> None:
         """Stops the server (from any loop or thread) and returns once every
-        connection, request task and the engine's thread are gone."""
+        connection, request task and the engine's thread are gone.
+        ``sockets`` (uvicorn's signature) stay the caller's to close."""
         self.should_exit = True
         if self._loop is None and not self.started_event.is_set():
             return  # never started
