@@ -20,6 +20,8 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::task::RequestTask>()?;
     m.add_class::<bridge::websocket::WsReceive>()?;
     m.add_class::<bridge::websocket::WsSender>()?;
+    m.add_class::<bridge::wsgi::StartResponse>()?;
+    m.add_class::<bridge::wsgi::WsgiInput>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<bridge::errors::ClientDisconnected>(),

@@ -12,6 +12,7 @@ shutdown cancel out; the kernel's share is not counted).
     python benchmarks/checks/callgrind.py --python /path/to/python --label base
     python benchmarks/checks/callgrind.py --https           # over TLS (wrk on https)
     python benchmarks/checks/callgrind.py --https --close   # a TLS handshake per request
+    python benchmarks/checks/callgrind.py --apps wsgi-hello # a WSGI app (--interface wsgi)
     python benchmarks/checks/callgrind.py --embedded        # await Server.serve() on a stock loop
 
 `--python` picks the interpreter (and so the installed ferrule build) to
@@ -36,7 +37,10 @@ BENCH = os.path.dirname(HERE)
 APPS = {
     "hello": ("hello", "/"),
     "starlette-plain": ("starlette_app", "/plain"),
+    "wsgi-hello": ("wsgi_hello", "/"),
 }
+# Server arguments an app needs (beyond --server-arg).
+APP_ARGS = {"wsgi-hello": ["--interface", "wsgi"]}
 
 
 def free_port() -> int:
@@ -88,7 +92,7 @@ def run_once(
     argv = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
         python, "-m", "ferrule", f"{module}:app", "--port", str(port),
-        "--no-access-log", "--log-level", "warning", *server_args,
+        "--no-access-log", "--log-level", "warning", *APP_ARGS.get(app, []), *server_args,
     ]
     if embedded:
         # The engine on its own thread, the app on a stock asyncio loop.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 
 POST_BODY = b"x" * 4096
@@ -105,6 +106,33 @@ def keepalive_run(sock: socket.socket, port: int, method: str, path: str, n: int
         statuses.append(conn.read_response()[0])
     sock.close()
     return statuses
+
+
+class TLSKeepalive:
+    """One TLS keep-alive connection, handshake and a first request done
+    before `run()`, so a trace attached in between sees only responses."""
+
+    def __init__(self, port: int, method: str, path: str, ctx: ssl.SSLContext):
+        raw, self.cport = bound_socket()
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", port))
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        a, b = request_parts(method, path, port)
+        self.req = a + b
+        self.conn = HTTPConn(self.sock)
+        self.run(1)
+        # TLS 1.3 tickets may follow the handshake: let them arrive now.
+        time.sleep(0.1)
+
+    def run(self, n: int) -> list[int]:
+        statuses = []
+        for _ in range(n):
+            self.sock.sendall(self.req)
+            statuses.append(self.conn.read_response()[0])
+        return statuses
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def split_request_test(port: int, method: str, path: str, n: int = 100) -> dict:

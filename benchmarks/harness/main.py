@@ -145,10 +145,11 @@ def main(argv=None) -> int:
     notes: list[str] = []
     if a.tls:
         tls.setup(workdir)
-        a.no_wire = a.no_memory = True
+        a.no_memory = True
         notes.append("HTTPS run (`--tls`): every server has the same ECDSA P-256 certificate; "
                      "wrk (OpenSSL) connects over https without session resumption, so each "
-                     "new connection is a full handshake. Wire and memory checks are not run "
+                     "new connection is a full handshake. The wire checks run over TLS on a "
+                     "connection whose handshake is done first; the memory checks are not run "
                      "(see benchmarks/checks/tls_idle_memory.py for ferrule's memory).")
 
     for tool in ("wrk", "strace", "tcpdump", "taskset"):

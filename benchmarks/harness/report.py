@@ -99,6 +99,10 @@ def targets(res: dict) -> list[list[str]]:
                      pm(None if not w else w["syscalls_per_resp"] <= 4)])
     for case, per_server in wire.items():
         w = per_server.get("ferrule")
+        if w and w.get("tls"):
+            rows.append([f"{case}: TLS records per response", "= 1",
+                         f"{w['records_per_resp']:.2f}", pm(w["records_per_resp"] == 1)])
+            continue
         rows.append([f"{case}: split request, over 30 ms", "0 of 100",
                      "n/a" if not w else f"{w['split']['over30']} of {w['split']['n']} "
                      f"(max {w['split']['max_ms']:.1f} ms)",
@@ -297,8 +301,20 @@ def markdown(res: dict, chart_name: str) -> str:
         L.append(_table(["app", "server", "syscall calls/response"], top_rows))
         L.append("\n</details>\n")
 
+        def records(w, c):
+            v = w["records_per_resp"]
+            return f"{v:.2f}" + ("" if c.streaming else f" {pm(v == 1)}")
+
+        if any(w.get("tls") for per in wire.values() for w in per.values()):
+            wire_table("TLS records per response", records,
+                       "The bytes each server wrote on the connection (strace -xx), read as TLS "
+                       "records, after the handshake and a first request. Goal: 1 for a "
+                       "non-streaming response.")
+
         def split(w, c):
             sp = w["split"]
+            if sp is None:
+                return "—"
             return (f"{sp['mean_ms']:.1f} / {sp['max_ms']:.1f} ms, "
                     f"{sp['over30']} > 30 ms {pm(sp['over30'] == 0)}")
 

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from . import client
+from . import client, tls
 from .util import CLIENT_CPU, log
 
 WRITE_FAMILY = "write,writev,send,sendto,sendmsg,sendfile"
@@ -106,6 +106,52 @@ def parse_write_trace(path: str, client_port: int) -> dict:
     return {"calls": calls, "eagain": eagain, "sizes": sizes, "sample": first_bytes}
 
 
+_HEX = re.compile(r'"((?:\\x[0-9a-f]{2})*)"')
+
+
+def parse_written_bytes(path: str, client_port: int) -> bytes:
+    """The bytes the server wrote on the client's connection, in order, from a
+    trace taken with `-xx -s 65536` (each call's strings, cut to its result)."""
+    tag = f"->127.0.0.1:{client_port}]>"
+    out = bytearray()
+    pending: dict[str, bytes] = {}
+
+    def take(data: bytes, rest: str) -> None:
+        m = _RET.search(rest)
+        if m and int(m.group(1)) > 0:
+            out.extend(data[: int(m.group(1))])
+
+    with open(path, errors="replace") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if len(parts) < 2:
+                continue
+            pid, rest = parts
+            if "resumed>" in rest:
+                if pid in pending:
+                    take(pending.pop(pid), rest)
+                continue
+            if tag not in rest:
+                continue
+            data = b"".join(bytes.fromhex(s.replace("\\x", "")) for s in _HEX.findall(rest))
+            if "<unfinished" in rest:
+                pending[pid] = data
+            else:
+                take(data, rest)
+    return bytes(out)
+
+
+def count_tls_records(stream: bytes) -> dict[int, int]:
+    """TLS records in a byte stream, by content type (23 = application data)."""
+    counts: dict[int, int] = {}
+    pos = 0
+    while pos + 5 <= len(stream):
+        kind = stream[pos]
+        counts[kind] = counts.get(kind, 0) + 1
+        pos += 5 + int.from_bytes(stream[pos + 3:pos + 5], "big")
+    return counts
+
+
 def parse_strace_summary(path: str) -> tuple[int, list[tuple[str, int]]]:
     total, rows = 0, []
     with open(path, errors="replace") as f:
@@ -131,6 +177,9 @@ def check(running, case, n: int = 100) -> dict:
     pids = running.pids()
     workdir = running.server.workdir
     tag = f"{running.server.name}-{case.name}"
+
+    if tls.FILES:
+        return _check_tls(running, case, n, pids, workdir, tag)
 
     # 1. write-family syscalls on the client's connection
     sock, cport = client.bound_socket()
@@ -188,4 +237,74 @@ def check(running, case, n: int = 100) -> dict:
     log(f"  wire {running.server.name:9s} {case.name:16s} writes/resp={out['writes_per_resp']:.2f} "
         f"segs/resp={out['segments_per_resp']:.2f} syscalls/resp={out['syscalls_per_resp']:.2f} "
         f"split>30ms={out['split']['over30']}/{n} (max {out['split']['max_ms']:.1f} ms)")
+    return out
+
+
+def _check_tls(running, case, n: int, pids: list[int], workdir: str, tag: str) -> dict:
+    """The wire checks over HTTPS on a connection whose handshake is done
+    before the trace starts: writes, TLS records, all syscalls and TCP
+    segments per response. (No split-request test: it is about Nagle on the
+    client's plain writes.)"""
+    port, method, path = running.port, case.method, case.path
+    out: dict = {"n": n, "tls": True}
+    ctx = tls.client_context()
+
+    conn = client.TLSKeepalive(port, method, path, ctx)
+    trace_file = os.path.join(workdir, f"strace-writes-{tag}.txt")
+    tr = _Tracer(_strace_args(pids) + ["-yy", "-xx", "-s", "65536", "-e",
+                                       f"trace={WRITE_FAMILY}", "-o", trace_file],
+                 "attached", len(pids))
+    try:
+        statuses = conn.run(n)
+    finally:
+        time.sleep(0.2)
+        tr.stop()
+        conn.close()
+    w = parse_write_trace(trace_file, conn.cport)
+    records = count_tls_records(parse_written_bytes(trace_file, conn.cport))
+    out["status_ok"] = all(s == 200 for s in statuses)
+    out["write_calls"] = w["calls"]
+    out["writes_per_resp"] = w["calls"] / n
+    out["eagain"] = w["eagain"]
+    out["min_write_bytes"] = min(w["sizes"]) if w["sizes"] else None
+    out["max_write_bytes"] = max(w["sizes"]) if w["sizes"] else None
+    out["write_sample"] = []
+    out["tls_records"] = {str(k): v for k, v in records.items()}
+    out["records_per_resp"] = sum(records.values()) / n
+
+    conn = client.TLSKeepalive(port, method, path, ctx)
+    summary_file = os.path.join(workdir, f"strace-c-{tag}.txt")
+    tr = _Tracer(_strace_args(pids) + ["-c", "-o", summary_file], "attached", len(pids))
+    try:
+        conn.run(n)
+    finally:
+        tr.stop()
+        conn.close()
+    total, rows = parse_strace_summary(summary_file)
+    out["syscalls_total"] = total
+    out["syscalls_per_resp"] = total / n
+    out["top_syscalls"] = [(name, round(c / n, 2)) for name, c in rows[:6]]
+
+    conn = client.TLSKeepalive(port, method, path, ctx)
+    pcap = os.path.join(workdir, f"tcpdump-{tag}.pcap")
+    bpf = (f"tcp and src port {port} and dst port {conn.cport} and "
+           "(((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)")
+    tr = _Tracer(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-B", "16384", "-w", pcap, bpf],
+                 "listening on")
+    try:
+        conn.run(n)
+    finally:
+        time.sleep(0.3)
+        tr.stop()
+        conn.close()
+    r = subprocess.run(["tcpdump", "-r", pcap, "-nn"], capture_output=True, text=True)
+    seg = [ln for ln in r.stdout.splitlines() if re.search(r"length [1-9]\d*$", ln)]
+    dropped = re.search(r"(\d+) packets dropped by kernel", "".join(tr.lines))
+    out["segments"] = len(seg)
+    out["segments_per_resp"] = len(seg) / n
+    out["tcpdump_dropped"] = int(dropped.group(1)) if dropped else 0
+    out["split"] = None
+    log(f"  wire {running.server.name:9s} {case.name:16s} writes/resp={out['writes_per_resp']:.2f} "
+        f"records/resp={out['records_per_resp']:.2f} segs/resp={out['segments_per_resp']:.2f} "
+        f"syscalls/resp={out['syscalls_per_resp']:.2f}")
     return out

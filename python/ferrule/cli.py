@@ -319,10 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail("--bind cannot be combined with --reload yet (use --host/--port)", 2)
     if env_file is not None:
         logs.error_logger.info("Loading environment from '%s'", env_file)
-    for name, what in (
-        ("loop", "runs its own event loop"),
-        ("http", "parses HTTP itself"),
-    ):
+    for name, what in (("loop", "runs its own event loop"),):
         chosen = settings.values[name]
         if chosen != "auto":
             logs.error_logger.warning(

@@ -18,7 +18,7 @@ __all__ = ["ASGIApp", "Config", "ConfigError", "LIFESPAN_MODES", "LOG_LEVELS"]
 
 ASGIApp = Callable[..., Any]
 LifespanMode = Literal["auto", "on", "off"]
-Interface = Literal["auto", "asgi3", "asgi2"]
+Interface = Literal["auto", "asgi3", "asgi2", "wsgi"]
 HeaderInput = Union[tuple[str, str], list[str], str]
 
 LIFESPAN_MODES = options.LIFESPAN_MODES
@@ -117,6 +117,7 @@ class Config:
         use_colors: bool | None = None,
         asyncio_tasks: bool | None = None,
         interface: Interface = "auto",
+        wsgi_threads: int | None = None,
         env_file: str | os.PathLike[str] | None = None,
         reload_delay: float = 0.25,
         reload_includes: list[str] | str | None = None,
@@ -127,6 +128,10 @@ class Config:
         request_body_end_event: bool = False,
         raw_header_names: bool = False,
         http2: bool = False,
+        h2_max_concurrent_streams: int = 100,
+        h2_max_header_list_size: int = 65536,
+        h2_max_frame_size: int = 16384,
+        h2_initial_window_size: int = 1048576,
         ws: str = "auto",
         ws_max_size: int = 16777216,
         ws_max_queue: int = 32,
@@ -142,6 +147,7 @@ class Config:
         ssl_ciphers: str | None = None,
         ssl_and_plain: bool = False,
         ssl_refuse_plain: bool = False,
+        http: str = "auto",
     ) -> None:
         if not (isinstance(app, str) or callable(app)):
             raise ConfigError(
@@ -261,6 +267,7 @@ class Config:
             asyncio_tasks = _from_environment("asyncio_tasks", unset=False)
         self.asyncio_tasks: bool = _valid("asyncio_tasks", asyncio_tasks)
         self.interface: Interface = _valid("interface", interface)
+        self.wsgi_threads: int | None = _valid("wsgi_threads", wsgi_threads)
 
         self.reload_delay: float = _valid("reload_delay", reload_delay)
         self.reload_includes: list[str] = _valid("reload_includes", reload_includes)
@@ -292,8 +299,17 @@ class Config:
         )
         self.raw_header_names: bool = _valid("raw_header_names", raw_header_names)
 
-        # Not served yet: kept for the work that adds them (see notices()).
         self.http2: bool = _valid("http2", http2)
+        self.h2_max_concurrent_streams: int = _valid(
+            "h2_max_concurrent_streams", h2_max_concurrent_streams
+        )
+        self.h2_max_header_list_size: int = _valid(
+            "h2_max_header_list_size", h2_max_header_list_size
+        )
+        self.h2_max_frame_size: int = _valid("h2_max_frame_size", h2_max_frame_size)
+        self.h2_initial_window_size: int = _valid(
+            "h2_initial_window_size", h2_initial_window_size
+        )
         self.ws: str = _valid("ws", ws)
         self.ws_max_size: int = _valid("ws_max_size", ws_max_size)
         self.ws_max_queue: int = _valid("ws_max_queue", ws_max_queue)
@@ -315,6 +331,7 @@ class Config:
         self.ssl_ciphers: str | None = _valid("ssl_ciphers", ssl_ciphers)
         self.ssl_and_plain: bool = _valid("ssl_and_plain", ssl_and_plain)
         self.ssl_refuse_plain: bool = _valid("ssl_refuse_plain", ssl_refuse_plain)
+        self.http: str = _valid("http", http)
 
         self.loaded_app: ASGIApp | None = None
 
@@ -350,6 +367,13 @@ class Config:
                 f"{self.app!r} takes no arguments; if it is an application "
                 "factory, use --factory (factory=True)",
             )
+        if self.interface == "wsgi":
+            # Served natively (ferrule's WSGI threads), never wrapped.
+            if not callable(obj):
+                raise ConfigError("app", f"{self.app!r} is not a WSGI callable")
+            wsgi_app: ASGIApp = obj
+            self.loaded_app = wsgi_app
+            return wsgi_app
         if _is_asgi2(obj, self.interface):
             app: ASGIApp = _asgi2_adapter(obj)
         else:
@@ -403,6 +427,8 @@ class Config:
         # its parent's socket as ``fd`` while ``uds`` still names its file.
         if self.fd is not None:
             result["uds"] = None
+        # ... --http as auto, h1 or h2 (uvicorn's names and --http2 mapped), ...
+        result["http"] = options.http_mode(self.http, self.http2)
         # ... and paths as text.
         for name in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"):
             if result[name] is not None:
@@ -437,9 +463,31 @@ class Config:
         """One line per option given that ferrule accepts but does not act on
         yet (logged at start-up on ``ferrule.error``)."""
         lines = self._tls_notices()
-        if self.http2:
-            lines.append("HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)")
+        if self.http not in ("auto", "h1", "h2"):
+            mode = options.http_mode(self.http, self.http2)
+            served = {"h1": "HTTP/1.1 only", "auto": "HTTP/1.1 and HTTP/2"}[mode]
+            lines.append(
+                f"--http {self.http}: ferrule's own engine serves {served} "
+                f"(as --http {mode})"
+            )
+        if self.interface == "wsgi" and self.lifespan == "on":
+            lines.append("A WSGI app has no lifespan; --lifespan on ignored")
+        if self.interface != "wsgi" and self.wsgi_threads is not None:
+            lines.append("--wsgi-threads applies to --interface wsgi only; ignored")
         return lines
+
+    @property
+    def wsgi_thread_count(self) -> int:
+        """The WSGI pool's size: ``wsgi_threads``, or twice the CPUs this
+        process may use, kept between 4 and 32 (threads blocked on I/O
+        need company; beyond that they only contend for the GIL)."""
+        if self.wsgi_threads is not None:
+            return self.wsgi_threads
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(4, min(32, 2 * cpus))
 
     def _tls_notices(self) -> list[str]:
         """TLS options that cannot apply: without a certificate (uvicorn

@@ -39,13 +39,15 @@ __all__ = [
     "Option",
     "RELOAD_EXCLUDES",
     "RELOAD_INCLUDES",
+    "HTTP_MODES",
     "WS_PROTOCOLS",
+    "http_mode",
     "markdown_table",
     "parse_bool",
 ]
 
 LIFESPAN_MODES: tuple[str, ...] = ("auto", "on", "off")
-INTERFACES: tuple[str, ...] = ("auto", "asgi3", "asgi2")
+INTERFACES: tuple[str, ...] = ("auto", "asgi3", "asgi2", "wsgi")
 WS_PROTOCOLS: tuple[str, ...] = (
     "auto",
     "none",
@@ -53,6 +55,18 @@ WS_PROTOCOLS: tuple[str, ...] = (
     "websockets-sansio",
     "wsproto",
 )
+#: --http: ferrule's modes first, then uvicorn's names (h11 and httptools
+#: mean HTTP/1.1 only, zttp HTTP/1.1 and HTTP/2: as auto). uvicorn also
+#: takes a protocol class's import path (``module:Class``): accepted, as
+#: auto, with a notice.
+HTTP_MODES: tuple[str, ...] = ("auto", "h1", "h2", "h11", "httptools", "zttp")
+
+
+def _http(value: Any) -> str:
+    if value in HTTP_MODES or (isinstance(value, str) and ":" in value):
+        result: str = value
+        return result
+    raise Invalid("expected one of " + ", ".join(HTTP_MODES) + " (or module:Class)")
 #: uvicorn's --reload-include/--reload-exclude defaults.
 RELOAD_INCLUDES: tuple[str, ...] = ("*.py",)
 RELOAD_EXCLUDES: tuple[str, ...] = (".*", ".py[cod]", ".sw.*", "~*")
@@ -823,10 +837,22 @@ OPTIONS: tuple[Option, ...] = (
         "interface",
         "auto",
         "Application interface: asgi3, asgi2 (a callable taking the scope and "
-        "returning an async callable of receive and send), or auto to tell them "
-        "apart as uvicorn does.",
+        "returning an async callable of receive and send), auto to tell them "
+        "apart as uvicorn does, or wsgi (a PEP 3333 app, run on --wsgi-threads "
+        "threads; lifespan off).",
         _one_of(INTERFACES),
         choices=INTERFACES,
+        engine=True,
+    ),
+    Option(
+        "wsgi_threads",
+        None,
+        "Threads that run a WSGI app (--interface wsgi): requests beyond them "
+        "wait in a queue.",
+        _integer(minimum=1, optional=True),
+        _parse_int,
+        metavar="N",
+        shown_default="2 x CPUs, 4 to 32",
     ),
     Option(
         "env_file",
@@ -912,15 +938,55 @@ OPTIONS: tuple[Option, ...] = (
         style="switch",
         engine=True,
     ),
-    # HTTP/2 and TLS are not served yet: the options exist with uvicorn's
-    # names, values and defaults so uvicorn command lines run (and the work
-    # that adds them has them), with a notice when set.
     Option(
         "http2",
         False,
-        "HTTP/2 is not served yet: accepted with a notice.",
+        "uvicorn's switch for HTTP/2: HTTP/2 is on already with --http auto "
+        "(the default); with --http h1/h11/httptools it turns HTTP/2 back on "
+        "(as auto).",
         _boolean(),
         style="switch",
+    ),
+    Option(
+        "h2_max_concurrent_streams",
+        100,
+        "HTTP/2: streams a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS).",
+        _integer(minimum=1, maximum=2**31 - 1),
+        _parse_int,
+        metavar="N",
+        engine=True,
+    ),
+    Option(
+        "h2_max_header_list_size",
+        65536,
+        "HTTP/2: largest request header list in bytes, as HPACK decodes it "
+        "(SETTINGS_MAX_HEADER_LIST_SIZE).",
+        _integer(minimum=1024, maximum=2**31 - 1),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+    ),
+    Option(
+        "h2_max_frame_size",
+        16384,
+        "HTTP/2: largest frame payload a client may send "
+        "(SETTINGS_MAX_FRAME_SIZE, 16384 to 16777215).",
+        _integer(minimum=16384, maximum=16777215),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
+    ),
+    Option(
+        "h2_initial_window_size",
+        1048576,
+        "HTTP/2: request body bytes a stream may send before the app reads "
+        "them (SETTINGS_INITIAL_WINDOW_SIZE; the connection's window is four "
+        "times it).",
+        _integer(minimum=1, maximum=2**31 - 1),
+        _parse_int,
+        metavar="BYTES",
+        engine=True,
     ),
     Option(
         "ws",
@@ -1081,15 +1147,28 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "http",
         "auto",
-        "Accepted for uvicorn command lines; ferrule parses HTTP itself, "
-        "so a value other than auto prints a notice and changes nothing.",
-        _any_text,
-        metavar="HTTP",
-        cli_only=True,
+        "Protocols served: auto (HTTP/2 by TLS ALPN and h2c on plain "
+        "connections, HTTP/1.1 otherwise), h1 (HTTP/1.1 only), h2 (HTTP/2 "
+        "only). uvicorn's h11 and httptools mean h1 (ferrule's own parser), "
+        "zttp and a uvicorn protocol class (module:Class) mean auto; each "
+        "prints a notice.",
+        _http,
+        metavar="auto|h1|h2",
+        engine=True,
     ),
 )
 
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def http_mode(http: str, http2: bool) -> str:
+    """The engine's --http mode (auto, h1 or h2) for ``--http`` and ``--http2``."""
+    mode = {"h11": "h1", "httptools": "h1", "zttp": "auto"}.get(http, http)
+    if mode not in ("auto", "h1", "h2"):
+        mode = "auto"  # a uvicorn protocol class: ferrule serves HTTP itself
+    if http2 and mode == "h1":
+        return "auto"
+    return mode
 ENGINE_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.engine)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import logs
 from . import metrics as metrics_mod
+from . import wsgi as wsgi_mod
 from ._trace import trace_app
 from ._sockets import STARTUP_FAILURE, remove_uds, startup_failure
 from ._ferrule import ASGICall, ClientDisconnected, Engine, RequestTask
@@ -191,6 +192,7 @@ class Server:
         #: Where ``--metrics-bind`` serves, once serving.
         self.metrics_address: tuple[str, int] | None = None
         self._engine: Engine | None = None
+        self._wsgi: wsgi_mod.WsgiWorkers | None = None
         self._signals_seen = 0
         self._before_serving: set[asyncio.Task[Any]] = set()
         # The signals that stopped the server, raised again once it has
@@ -287,6 +289,13 @@ class Server:
             if problem is not None:
                 logger.error("%s", problem)
                 return 1
+            if config.interface == "wsgi":
+                # WSGI apps run on ferrule's thread pool, not on a loop.
+                logger.error(
+                    "--interface wsgi is served by Server.run(), "
+                    "not by serve() on the caller's loop"
+                )
+                return 1
             app = config.load_app()
             if logger.isEnabledFor(logs.TRACE_LOG_LEVEL):
                 app = trace_app(app, logger)
@@ -335,7 +344,7 @@ class Server:
             logger.error("%s", problem)
             return 1
         app = config.load_app()
-        if logger.isEnabledFor(logs.TRACE_LOG_LEVEL):
+        if logger.isEnabledFor(logs.TRACE_LOG_LEVEL) and config.interface != "wsgi":
             app = trace_app(app, logger)
         try:
             engine = Engine(config.engine_options())
@@ -352,6 +361,8 @@ class Server:
             # Every exit path (including a failed lifespan startup) stops
             # listening, so the port is free once run() returns.
             engine.shutdown()
+            # WSGI threads left by an exit that skipped _shutdown end too.
+            engine.wsgi_stop(abort=True)
             remove_uds(config)
             try:
                 _cancel_remaining_tasks(loop)
@@ -435,7 +446,9 @@ class Server:
         if reload_tls:
             loop.add_signal_handler(signal.SIGHUP, self._reload_tls, loop, engine)
         try:
-            lifespan = Lifespan(app, config.lifespan, logger)
+            wsgi = config.interface == "wsgi"
+            # A WSGI app has no lifespan (uvicorn turns it off too).
+            lifespan = Lifespan(app, "off" if wsgi else config.lifespan, logger)
             try:
                 await lifespan.startup()
             except LifespanFailure:
@@ -468,7 +481,7 @@ class Server:
                 loop,
                 app,
                 _run_http,
-                _report,
+                wsgi_mod.report if wsgi else _report,
                 state=lifespan.state,
                 access_log=_access_logger(),
                 task_name=REQUEST_TASK_NAME,
@@ -477,7 +490,14 @@ class Server:
                 durations=config.metrics_bind is not None,
                 reset_contextvars=config.reset_contextvars,
                 body_end_event=config.request_body_end_event,
+                wsgi_environ=(
+                    wsgi_mod.environ_base(config.root_path, config.workers > 1)
+                    if wsgi
+                    else None
+                ),
             )
+            if wsgi:
+                self._wsgi = wsgi_mod.WsgiWorkers(engine, config.wsgi_thread_count)
             if embedded:
                 # The engine runs on its own thread and wakes this loop
                 # through one eventfd when requests (or wake-ups) wait.
@@ -581,16 +601,20 @@ class Server:
                 and not t.done()
             ]
 
-        if engine.in_flight() or request_tasks():
+        wsgi = self._wsgi
+        if engine.in_flight() or request_tasks() or engine.wsgi_busy():
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
         expired = False
         while (
-            engine.in_flight() or request_tasks() or time.monotonic() < drain_until
+            engine.in_flight()
+            or request_tasks()
+            or engine.wsgi_busy()
+            or time.monotonic() < drain_until
         ) and not self.force_exit:
             if deadline is not None and time.monotonic() >= deadline:
                 logger.error(
                     "Cancel %d running request(s), timeout graceful shutdown exceeded",
-                    len(request_tasks()),
+                    len(request_tasks()) + engine.wsgi_busy(),
                 )
                 expired = True
                 break
@@ -625,6 +649,15 @@ class Server:
                         "task": t,
                     }
                 )
+        if wsgi is not None:
+            # WSGI threads cannot be cancelled: they get what is left of the
+            # grace (none if it expired), then blocked reads and writes give
+            # up.
+            left = 0.0 if expired or self.force_exit else None
+            if deadline is not None and left is None:
+                left = max(0.0, deadline - time.monotonic())
+            await wsgi.stop(left)
+            self._wsgi = None
         # Let connection tasks flush what the cancelled apps left and close.
         for _ in range(5):
             await asyncio.sleep(0)

@@ -7,24 +7,46 @@ use pyo3::prelude::*;
 
 use super::context::Bridge;
 use super::errors::{is_fatal, log_error};
+use super::wsgi::WsgiPool;
 use super::{http, websocket};
 
 /// Starts apps and completes waiting calls for what the drivers reported.
 /// An error here concerns one connection and is logged, because an
 /// exception out of `select()` stops the whole event loop; only an app's
 /// KeyboardInterrupt/SystemExit is raised (that is meant to stop it), once
-/// the rest of the batch is handled.
-pub fn dispatch(py: Python<'_>, bridge: &Arc<Bridge>, batch: &mut Vec<Event>) -> PyResult<()> {
+/// the rest of the batch is handled. With a WSGI app (`wsgi`), requests
+/// and their wake-ups go to its worker threads.
+pub fn dispatch(
+    py: Python<'_>,
+    bridge: &Arc<Bridge>,
+    wsgi: Option<&WsgiPool>,
+    batch: &mut Vec<Event>,
+) -> PyResult<()> {
     let mut fatal = None;
     for ev in batch.drain(..) {
         let r = match ev {
-            Event::Request(exchange, head) => http::start_app(py, bridge, &exchange, &head),
-            Event::Wake(exchange) => http::on_wake(py, bridge, &*exchange),
+            Event::Request(exchange, head) => match wsgi {
+                Some(pool) => {
+                    pool.submit(exchange, head);
+                    Ok(())
+                }
+                None => http::start_app(py, bridge, &exchange, &head),
+            },
+            Event::Wake(exchange) => match wsgi {
+                Some(pool) => {
+                    pool.wake(exchange.id());
+                    Ok(())
+                }
+                None => http::on_wake(py, bridge, &*exchange),
+            },
             Event::WebSocket(exchange, head) => {
                 websocket::start_ws_app(py, bridge, &exchange, &head)
             }
             Event::WsWake(exchange) => websocket::on_wake(py, bridge, &*exchange),
             Event::Closed(id) => {
+                if let Some(pool) = wsgi {
+                    pool.wake(id);
+                }
                 http::on_closed(bridge, id);
                 Ok(())
             }

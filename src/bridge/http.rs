@@ -29,7 +29,7 @@ use super::scope::{addr_tuple, build_scope, tls_extension};
 use super::task::{self, RequestTask, TaskOwner};
 
 /// What the access log needs once the response is complete.
-struct LogInfo {
+pub(super) struct LogInfo {
     /// The client a trusted proxy named (`X-Forwarded-For`), as the scope
     /// has it; None: the connection's peer.
     forwarded_client: Option<String>,
@@ -340,34 +340,7 @@ impl HttpResponder {
     }
 
     fn access_log(&self, py: Python<'_>, done: Completion) -> PyResult<()> {
-        let Some(cb) = self.bridge.refs.access_log.as_ref() else {
-            return Ok(());
-        };
-        let info = self.log.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(info) = info else {
-            return Ok(());
-        };
-        let client = match (info.forwarded_client, self.exchange.peer()) {
-            // The port of a forwarded client is unknown: 0, as in the scope.
-            (Some(c), _) => format!("{c}:0"),
-            (None, Some(p)) => format!("{}:{}", p.ip(), p.port()),
-            (None, None) => "unix".to_string(),
-        };
-        let version = match info.version {
-            Version::Http10 => "1.0",
-            Version::Http11 => "1.1",
-        };
-        let ms = info.started.elapsed().as_secs_f64() * 1000.0;
-        cb.bind(py).call1((
-            client,
-            info.method,
-            info.target,
-            version,
-            done.status,
-            done.body_bytes,
-            ms,
-        ))?;
-        Ok(())
+        access_log(py, &self.bridge, &*self.exchange, &self.log, done)
     }
 
     /// What `send()` returns for what the engine did with a message.
@@ -430,9 +403,61 @@ impl TaskOwner for HttpResponder {
     }
 }
 
+impl LogInfo {
+    /// Taken when the request starts (its duration counts from now).
+    pub(super) fn new(head: &RequestHead, forwarded_client: Option<&str>) -> Self {
+        LogInfo {
+            forwarded_client: forwarded_client.map(str::to_owned),
+            method: String::from_utf8_lossy(head.method()).into_owned(),
+            target: String::from_utf8_lossy(head.bytes(head.target)).into_owned(),
+            version: head.version,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The access log line of a finished request (once: `log` is emptied).
+pub(super) fn access_log(
+    py: Python<'_>,
+    bridge: &Bridge,
+    exchange: &dyn HttpExchange,
+    log: &Mutex<Option<LogInfo>>,
+    done: Completion,
+) -> PyResult<()> {
+    let Some(cb) = bridge.refs.access_log.as_ref() else {
+        return Ok(());
+    };
+    let info = log.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(info) = info else {
+        return Ok(());
+    };
+    let client = match (info.forwarded_client, exchange.peer()) {
+        // The port of a forwarded client is unknown: 0, as in the scope.
+        (Some(c), _) => format!("{c}:0"),
+        (None, Some(p)) => format!("{}:{}", p.ip(), p.port()),
+        (None, None) => "unix".to_string(),
+    };
+    let version = match info.version {
+        Version::Http10 => "1.0",
+        Version::Http11 => "1.1",
+        Version::Http2 => "2",
+    };
+    let ms = info.started.elapsed().as_secs_f64() * 1000.0;
+    cb.bind(py).call1((
+        client,
+        info.method,
+        info.target,
+        version,
+        done.status,
+        done.body_bytes,
+        ms,
+    ))?;
+    Ok(())
+}
+
 /// The access log's status for a request whose client closed the
 /// connection before a response head was sent (nginx's 499).
-const CLIENT_CLOSED: u16 = 499;
+pub(super) const CLIENT_CLOSED: u16 = 499;
 
 /// `--request-body-end-event`: a last chunk that carries bytes goes out
 /// with `more_body=True`, and the connection's next `receive()` gets an
@@ -822,13 +847,10 @@ pub fn start_app(
     // Waiters of the connection's previous request are done with.
     drop(stale);
     let forwarded = exchange.forwarded(head);
-    let log = refs.access_log.as_ref().map(|_| LogInfo {
-        forwarded_client: forwarded.client.map(str::to_owned),
-        method: String::from_utf8_lossy(head.method()).into_owned(),
-        target: String::from_utf8_lossy(head.bytes(head.target)).into_owned(),
-        version: head.version,
-        started: Instant::now(),
-    });
+    let log = refs
+        .access_log
+        .as_ref()
+        .map(|_| LogInfo::new(head, forwarded.client));
     let responder = Arc::new(HttpResponder {
         exchange: exchange.clone(),
         seq: exchange.seq(),

@@ -12,6 +12,7 @@
 //!   an app;
 //! - [`websocket`]: the same for ASGI `websocket`, over an engine
 //!   [`ferrule_engine::server::exchange::WsExchange`];
+//! - [`wsgi`]: WSGI apps on a pool of threads, over the same exchange;
 //! - [`dispatch`]: the engine's events, handled in batches.
 
 pub mod context;
@@ -21,3 +22,4 @@ pub mod http;
 pub mod scope;
 pub mod task;
 pub mod websocket;
+pub mod wsgi;

@@ -30,7 +30,7 @@ const HTTP_EXTENSIONS: [&str; 3] = [
     "http.response.early_hint",
 ];
 
-fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
+pub(super) fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     if !raw.contains(&b'%') {
         return Cow::Borrowed(raw);
     }
@@ -113,6 +113,7 @@ pub fn build_scope<'py>(
     let version = match head.version {
         Version::Http11 => intern!(py, "1.1"),
         Version::Http10 => intern!(py, "1.0"),
+        Version::Http2 => intern!(py, "2"),
     };
     d.set_item(intern!(py, "http_version"), version)?;
     d.set_item(intern!(py, "method"), method_str(py, head.method()))?;

@@ -4,13 +4,13 @@
 //! reported to the bridge.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrule_engine::engine::EventFd;
 use ferrule_engine::net::proxy::TrustedProxies;
-use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings};
+use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings, ALPN_AUTO, ALPN_H1, ALPN_H2};
 use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
-use ferrule_engine::server::config::{ServerConfig, WsConfig};
+use ferrule_engine::server::config::{H2Config, HttpMode, ServerConfig, WsConfig};
 use ferrule_engine::server::exchange::Event;
 use ferrule_engine::{Bind, Wait};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -21,6 +21,7 @@ use crate::bridge::context::{Bridge, PyRefs};
 use crate::bridge::dispatch::dispatch;
 use crate::bridge::scope::ScopeTemplate;
 use crate::bridge::task::{RequestTask, TaskEnv};
+use crate::bridge::wsgi::WsgiPool;
 
 pyo3::create_exception!(
     _ferrule,
@@ -32,7 +33,7 @@ pyo3::create_exception!(
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 37] = [
+const OPTIONS: [&str; 43] = [
     "bind",
     "raw_header_names",
     "host",
@@ -70,7 +71,26 @@ const OPTIONS: [&str; 37] = [
     "ssl_ciphers",
     "ssl_and_plain",
     "ssl_refuse_plain",
+    "interface",
+    "http",
+    "h2_max_concurrent_streams",
+    "h2_max_header_list_size",
+    "h2_max_frame_size",
+    "h2_initial_window_size",
 ];
+
+/// `--http` as the engine takes it (the Python side has mapped uvicorn's
+/// `h11`/`httptools` to `h1`).
+fn http_mode(d: &Bound<'_, PyDict>) -> PyResult<HttpMode> {
+    match item(d, "http")?.extract::<String>()?.as_str() {
+        "auto" => Ok(HttpMode::Auto),
+        "h1" => Ok(HttpMode::H1),
+        "h2" => Ok(HttpMode::H2),
+        other => Err(PyValueError::new_err(format!(
+            "http must be auto, h1 or h2, got {other:?}"
+        ))),
+    }
+}
 
 /// The TLS settings in the options (None: no certificate, plain HTTP).
 fn tls_settings(d: &Bound<'_, PyDict>) -> PyResult<Option<TlsSettings>> {
@@ -94,6 +114,11 @@ fn tls_settings(d: &Bound<'_, PyDict>) -> PyResult<Option<TlsSettings>> {
         ciphers: item(d, "ssl_ciphers")?.extract()?,
         and_plain: item(d, "ssl_and_plain")?.extract()?,
         refuse_plain: item(d, "ssl_refuse_plain")?.extract()?,
+        alpn: match http_mode(d)? {
+            HttpMode::Auto => ALPN_AUTO,
+            HttpMode::H1 => ALPN_H1,
+            HttpMode::H2 => ALPN_H2,
+        },
     }))
 }
 
@@ -113,6 +138,8 @@ pub struct Engine {
     core: Arc<ferrule_engine::Engine>,
     root_path: String,
     bridge: OnceLock<Arc<Bridge>>,
+    /// The WSGI app's worker pool (`interface="wsgi"`).
+    wsgi: OnceLock<Arc<WsgiPool>>,
     /// The `(fd, events)` list handed to Python.
     ready: Mutex<Vec<(i32, u32)>>,
     /// The event batch's buffer, kept between iterations.
@@ -233,6 +260,8 @@ impl Engine {
         let allow: Vec<String> = item(d, "forwarded_allow_ips")?.extract()?;
         // None (off), or the peers whose PROXY header is believed.
         let proxy_protocol: Option<Vec<String>> = item(d, "proxy_protocol")?.extract()?;
+        // A WSGI app runs on threads of its own and has no WebSockets.
+        let wsgi = item(d, "interface")?.extract::<String>()? == "wsgi";
         let cfg = ServerConfig {
             limits: Limits {
                 max_head_bytes: item(d, "limit_request_head_size")?.extract()?,
@@ -254,7 +283,7 @@ impl Engine {
             proxies: TrustedProxies::parse(&allow),
             proxy_protocol: proxy_protocol.map(|p| TrustedProxies::parse(&p)),
             // Every --ws value but "none" is ferrule's own implementation.
-            ws: if item(d, "ws")?.extract::<String>()? == "none" {
+            ws: if wsgi || item(d, "ws")?.extract::<String>()? == "none" {
                 None
             } else {
                 Some(WsConfig {
@@ -266,6 +295,14 @@ impl Engine {
                 })
             },
             tls: tls_acceptor(d)?,
+            app_threads: wsgi,
+            http: http_mode(d)?,
+            h2: H2Config {
+                max_concurrent_streams: item(d, "h2_max_concurrent_streams")?.extract()?,
+                max_header_list_size: item(d, "h2_max_header_list_size")?.extract()?,
+                max_frame_size: item(d, "h2_max_frame_size")?.extract()?,
+                initial_window_size: item(d, "h2_initial_window_size")?.extract()?,
+            },
             ..ServerConfig::default()
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;
@@ -294,6 +331,7 @@ impl Engine {
             eventfd: Mutex::new(None),
             root_path: item(d, "root_path")?.extract()?,
             bridge: OnceLock::new(),
+            wsgi: OnceLock::new(),
             ready: Mutex::new(Vec::with_capacity(64)),
             batch: Mutex::new(Vec::with_capacity(64)),
         })
@@ -339,6 +377,11 @@ impl Engine {
     /// the eventfd that turns readable when events wait; the loop calls
     /// `on_ready()` then (`loop.add_reader(fd, engine.on_ready)`).
     fn start_thread(&self) -> PyResult<i32> {
+        if self.wsgi.get().is_some() {
+            return Err(PyRuntimeError::new_err(
+                "a WSGI app is served by Server.run(), not on the caller's loop",
+            ));
+        }
         let mut slot = lock(&self.thread);
         if slot.is_some() {
             return Err(PyRuntimeError::new_err("engine thread already running"));
@@ -398,10 +441,14 @@ impl Engine {
     /// `debug_log(line)` gets the engine's debug lines; `durations` turns on
     /// the request duration histogram (read by the metrics endpoint);
     /// `reset_contextvars` starts each request in an empty context.
+    /// `wsgi_environ`: `app` is a WSGI app, run by the threads that call
+    /// `wsgi_work()`; each request's environ is a copy of this dict (its
+    /// `wsgi.file_wrapper` is the type sent by sendfile) plus the request's
+    /// keys.
     #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
                         task_name = "ferrule-http", native_tasks = true, debug_log = None,
                         durations = false, reset_contextvars = false,
-                        body_end_event = false))]
+                        body_end_event = false, wsgi_environ = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -418,7 +465,15 @@ impl Engine {
         durations: bool,
         reset_contextvars: bool,
         body_end_event: bool,
+        wsgi_environ: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        if wsgi_environ.is_some() != self.core.shared().cfg.app_threads {
+            return Err(PyValueError::new_err(
+                "wsgi_environ goes with interface='wsgi', and only with it",
+            ));
+        }
+        let wsgi_app = wsgi_environ.as_ref().map(|_| app.clone_ref(py));
+        let wsgi_report = report.clone_ref(py);
         let done = event_loop.call_method0("create_future")?;
         let tasks_mod = py.import("asyncio")?.getattr("tasks")?;
         let has_factory = !event_loop.call_method0("get_task_factory")?.is_none();
@@ -470,11 +525,23 @@ impl Engine {
             .stats
             .timing
             .store(durations, std::sync::atomic::Ordering::Relaxed);
-        if self
-            .bridge
-            .set(Arc::new(Bridge::new(refs, scope, tasks)))
-            .is_err()
-        {
+        let bridge = Arc::new(Bridge::new(refs, scope, tasks));
+        if let (Some(environ), Some(app)) = (wsgi_environ, wsgi_app) {
+            let file_wrapper = environ
+                .get_item("wsgi.file_wrapper")?
+                .ok_or_else(|| PyValueError::new_err("wsgi_environ needs wsgi.file_wrapper"))?;
+            let pool = WsgiPool::new(
+                bridge.clone(),
+                app,
+                environ.unbind(),
+                file_wrapper.unbind(),
+                wsgi_report,
+            );
+            if self.wsgi.set(Arc::new(pool)).is_err() {
+                return Err(PyRuntimeError::new_err("engine already started"));
+            }
+        }
+        if self.bridge.set(bridge).is_err() {
             return Err(PyRuntimeError::new_err("engine already started"));
         }
         self.core
@@ -489,8 +556,12 @@ impl Engine {
     fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(i32, u32)>> {
         let wait = Wait::from_timeout(timeout);
         let core = &self.core;
+        let wsgi = self.wsgi.get();
         let exiting = py.detach(|| {
-            core.wait(wait);
+            match wsgi {
+                None => core.wait(wait),
+                Some(pool) => self.wait_wsgi(pool, wait),
+            }
             finalizing()
         });
         if exiting {
@@ -542,6 +613,31 @@ impl Engine {
         self.bridge.get().is_some_and(|b| b.refs.task_driver)
     }
 
+    /// A WSGI worker thread's body: runs requests until `wsgi_stop()`
+    /// (the GIL is released while the queue is empty).
+    fn wsgi_work(&self, py: Python<'_>) -> PyResult<()> {
+        let pool = self
+            .wsgi
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("no WSGI app is served"))?
+            .clone();
+        pool.work(py)
+    }
+
+    /// WSGI requests queued or running (0 without a WSGI app).
+    fn wsgi_busy(&self) -> usize {
+        self.wsgi.get().map_or(0, |p| p.busy())
+    }
+
+    /// The WSGI workers end once the queue is empty; `abort`: reads and
+    /// writes still blocked give up as if the client had gone.
+    #[pyo3(signature = (abort = false))]
+    fn wsgi_stop(&self, abort: bool) {
+        if let Some(p) = self.wsgi.get() {
+            p.stop(abort);
+        }
+    }
+
     /// Requests whose response is not complete yet.
     fn in_flight(&self) -> usize {
         self.core.in_flight()
@@ -558,6 +654,63 @@ impl Engine {
 }
 
 impl Engine {
+    /// Without the GIL: hands a WSGI app's requests and wake-ups to its
+    /// threads, so the loop thread never waits for the GIL the apps hold
+    /// just to pass them on. What is left (debug lines) is dispatched with
+    /// the GIL as usual.
+    /// `select()`'s wait with a WSGI app: requests and wake-ups go to its
+    /// threads, and the wait goes on until Python has something to do (an
+    /// fd ready, another event, the timeout), so the loop thread does not
+    /// take the GIL from the apps per request.
+    fn wait_wsgi(&self, pool: &WsgiPool, wait: Wait) {
+        let core = &self.core;
+        let deadline = match wait {
+            Wait::For(d) => Instant::now().checked_add(d),
+            _ => None,
+        };
+        let mut wait = wait;
+        let mut fds = Vec::new();
+        loop {
+            core.wait(wait);
+            if self.route_wsgi(pool) || matches!(wait, Wait::Poll) {
+                return;
+            }
+            core.ready_fds(&mut fds);
+            if !fds.is_empty() {
+                return;
+            }
+            if let Wait::For(_) = wait {
+                match deadline.and_then(|d| d.checked_duration_since(Instant::now())) {
+                    Some(left) if !left.is_zero() => wait = Wait::For(left),
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// Returns true if events are left for the bridge.
+    fn route_wsgi(&self, pool: &WsgiPool) -> bool {
+        let mut batch = std::mem::take(&mut *lock(&self.batch));
+        self.core.take_events(&mut batch);
+        let mut rest = Vec::new();
+        for ev in batch.drain(..) {
+            match ev {
+                Event::Request(exchange, head) => pool.submit(exchange, head),
+                Event::Wake(exchange) => pool.wake(exchange.id()),
+                // The bridge keeps nothing per connection for WSGI.
+                Event::Closed(id) => pool.wake(id),
+                other => rest.push(other),
+            }
+        }
+        let left = !rest.is_empty();
+        let shared = self.core.shared();
+        for ev in rest {
+            shared.push_event(ev);
+        }
+        *lock(&self.batch) = batch;
+        left
+    }
+
     /// Hands the queued events to the bridge. Responses that end during the
     /// batch are written when it ends.
     fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
@@ -573,7 +726,7 @@ impl Engine {
         }
         let bridge = self.bridge()?;
         self.core.begin_batch();
-        let r = dispatch(py, bridge, &mut batch);
+        let r = dispatch(py, bridge, self.wsgi.get().map(|p| &**p), &mut batch);
         self.core.end_batch();
         *lock(&self.batch) = batch;
         r

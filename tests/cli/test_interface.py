@@ -70,4 +70,4 @@ def test_loop_and_http_flags_are_accepted_with_a_notice(run_cli: Any) -> None:
     proc = run_cli("examples.hello:app", "--loop", "uvloop", "--http", "httptools")
     out = proc.output
     assert "--loop uvloop has no effect" in out
-    assert "--http httptools has no effect" in out
+    assert "--http httptools: ferrule's own engine serves HTTP/1.1 only (as --http h1)" in out

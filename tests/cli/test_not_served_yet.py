@@ -1,7 +1,7 @@
-"""Options uvicorn has and ferrule does not act on yet: --http2 is accepted
-with one notice line (the --ws* flags are served, without one);
---h11-max-incomplete-event-size sets the head limit. (TLS is served:
-tests/cli/test_tls_cli.py.)"""
+"""Options uvicorn has that ferrule maps onto its own: --http2 and the
+--ws* flags are served without a notice (uvicorn's --http names get one,
+tests/http2/test_h2_options.py); --h11-max-incomplete-event-size sets the head
+limit. (TLS is served: tests/cli/test_tls_cli.py.)"""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ pytestmark = pytest.mark.timeout(60)
 APP = "examples.hello:app"
 
 
-def test_http2_notice_and_none_for_ws_flags() -> None:
+def test_no_notice_for_http2_and_ws_flags() -> None:
     assert Config("m:a").notices() == []
     assert Config("m:a", ws="none").notices() == []
-    lines = Config("m:a", ws="wsproto", ws_max_size=1024, http2=True).notices()
-    assert lines == ["HTTP/2 is not served yet; --http2 ignored (serving HTTP/1.1)"]
+    assert Config("m:a", ws="wsproto", ws_max_size=1024, http2=True).notices() == []
 
 
 @pytest.mark.engine
@@ -31,8 +30,8 @@ def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
         "--ws-per-message-deflate", "false", "--http2",
     )
     assert httpx.get(server.url + "/").status_code == 200
-    notices = [line for line in server.stderr_lines if "not served yet" in line]
-    assert len(notices) == 1, server.output
+    notices = [line for line in server.stderr_lines if "WARNING" in line]
+    assert notices == [], server.output
     assert "WebSockets" not in server.output
 
 

@@ -82,7 +82,6 @@ def test_table_entries_are_consistent() -> None:
         "reload",
         "reload_dir",
         "loop",
-        "http",
     ]
 
 

@@ -27,7 +27,16 @@ LAYERS = [
     ("ext", "py"),
 ]
 # Inside the bridge and the server, the files are layered too.
-BRIDGE_ORDER = ["errors", "task", "scope", "context", "http", "websocket", "dispatch"]
+BRIDGE_ORDER = [
+    "errors",
+    "task",
+    "scope",
+    "context",
+    "http",
+    "websocket",
+    "wsgi",
+    "dispatch",
+]
 SERVER_ORDER = [
     "close",
     "stats",
@@ -38,6 +47,7 @@ SERVER_ORDER = [
     "shared",
     "h1",
     "ws",
+    "h2",
     "accept",
 ]
 

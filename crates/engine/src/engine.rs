@@ -203,7 +203,11 @@ impl Engine {
                 _ => None,
             };
             let mut first = true;
+            let app_threads = shared.cfg.app_threads;
             std::future::poll_fn(|cx| {
+                if app_threads {
+                    shared.poll_remote(cx.waker());
+                }
                 // Connections read and parse right here, so a parsed
                 // request returns at once (see runtime::executor).
                 exec.run_ready(cx);

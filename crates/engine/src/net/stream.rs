@@ -115,6 +115,11 @@ impl Stream {
         }
     }
 
+    /// The connection speaks TLS (not plain bytes on a shared port).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.is_tls())
+    }
+
     /// A TLS handshake is due or under way (see `TlsStream::handshake_pending`).
     pub fn handshake_pending(&self) -> bool {
         matches!(self, Stream::Tls(s) if s.handshake_pending())

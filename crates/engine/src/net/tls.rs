@@ -31,9 +31,11 @@ use rustls::{RootCertStore, SupportedCipherSuite};
 
 use super::stream::Stream;
 
-/// The protocols ALPN offers, in preference order (`h2` goes first here
-/// once HTTP/2 is served).
-pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The protocols ALPN offers, in preference order, for each `--http`
+/// mode: HTTP/1.1 only (`h1`), HTTP/2 first (`auto`), HTTP/2 only (`h2`).
+pub const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
+pub const ALPN_AUTO: &[&[u8]] = &[b"h2", b"http/1.1"];
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
 
 /// Plaintext encrypted per write call: bounds what rustls holds for a
 /// client that does not read.
@@ -76,6 +78,8 @@ pub struct TlsSettings {
     /// `--ssl-refuse-plain`: a plain HTTP request on a TLS-only port gets a
     /// 400 instead of a silent close.
     pub refuse_plain: bool,
+    /// The ALPN list offered ([`ALPN_H1`], [`ALPN_AUTO`] or [`ALPN_H2`]).
+    pub alpn: &'static [&'static [u8]],
 }
 
 /// Why the TLS settings cannot be used: names the flag and, where one is
@@ -242,6 +246,26 @@ fn never_offered(word: &str) -> bool {
     )
 }
 
+/// The server's preference: within each TLS version, AES-128-GCM before
+/// AES-256-GCM before the rest (BoringSSL's order). OpenSSL clients ask for
+/// AES-256-GCM-SHA384 first; AES-128-GCM-SHA256's SHA-256 key schedule makes
+/// a handshake about 7% cheaper per CPU-second and its records cheaper, at a
+/// security level (128 bits) that X25519 and P-256 already set.
+pub fn server_order(suites: &mut [SupportedCipherSuite]) {
+    suites.sort_by_key(|s| {
+        let name = openssl_name(*s);
+        let tls12 = !matches!(s, SupportedCipherSuite::Tls13(_));
+        let rank = if name.contains("AES_128_GCM") || name.contains("AES128-GCM") {
+            0
+        } else if name.contains("AES_256_GCM") || name.contains("AES256-GCM") {
+            1
+        } else {
+            2
+        };
+        (tls12, rank)
+    });
+}
+
 /// The suites an OpenSSL-style cipher string (`--ssl-ciphers`) selects:
 /// names (OpenSSL's or IANA's) and the common keywords, `!`/`-` to exclude;
 /// `+` and `@STRENGTH` only order in OpenSSL and are accepted. As in
@@ -396,6 +420,7 @@ fn pem_encode(der: &[u8]) -> String {
 pub fn load(s: &TlsSettings) -> Result<Loaded, ConfigError> {
     let mut provider = rustls::crypto::ring::default_provider();
     let versions = versions(s.version)?;
+    server_order(&mut provider.cipher_suites);
     if let Some(spec) = s.ciphers.as_deref() {
         provider.cipher_suites = select_ciphers(spec, &provider.cipher_suites)?;
     }
@@ -491,7 +516,10 @@ pub fn load(s: &TlsSettings) -> Result<Loaded, ConfigError> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| ConfigError::new(key_flag, Some(key_path), e.to_string()))?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = s.alpn.iter().map(|p| p.to_vec()).collect();
+    // The server's order decides, as with Python's ssl module (uvicorn), whose
+    // contexts set OP_CIPHER_SERVER_PREFERENCE; see `server_order`.
+    config.ignore_client_order = true;
     Ok(Loaded {
         config: Arc::new(config),
         server_cert,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::h1;
+use super::h2;
 use super::shared::Shared;
 use super::stats::Stats;
 use super::ws;
@@ -51,7 +52,8 @@ pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                 let conn = h1::Conn::new(id, stream, peer, local, shared.clone());
                 shared.register(conn.id, conn.clone());
                 shared.exec.spawn(async move {
-                    h1::driver::run(conn, ws::driver::upgrade).await;
+                    h1::driver::run_with_h2(conn, ws::driver::upgrade, Some(h2::driver::serve))
+                        .await;
                 });
             }
             Err(e) => {

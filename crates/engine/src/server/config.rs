@@ -37,6 +37,57 @@ pub struct ServerConfig {
     /// WebSocket upgrades are served; None (`--ws none`): they reach the
     /// app as plain HTTP requests.
     pub ws: Option<WsConfig>,
+    /// The app runs on threads of its own (WSGI), not on the loop thread:
+    /// its writes go out at once (there is no batch to end), and what it
+    /// schedules for a driver also wakes the loop's `select()`.
+    pub app_threads: bool,
+    /// `--http`: which protocols are spoken.
+    pub http: HttpMode,
+    /// The HTTP/2 limits (`--h2-*`).
+    pub h2: H2Config,
+}
+
+/// `--http`: the protocols a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// HTTP/2 by ALPN over TLS, and h2c (prior knowledge or `Upgrade: h2c`)
+    /// on plain connections; HTTP/1.1 otherwise.
+    Auto,
+    /// HTTP/1.1 only.
+    H1,
+    /// HTTP/2 only.
+    H2,
+}
+
+impl HttpMode {
+    pub fn h2(self) -> bool {
+        self != HttpMode::H1
+    }
+
+    pub fn h1(self) -> bool {
+        self != HttpMode::H2
+    }
+}
+
+/// The HTTP/2 settings (`--h2-*`), as SETTINGS values.
+#[derive(Debug, Clone)]
+pub struct H2Config {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub max_frame_size: u32,
+    /// A stream's receive window; the connection's is four of them.
+    pub initial_window_size: u32,
+}
+
+impl Default for H2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_header_list_size: 64 * 1024,
+            max_frame_size: 16 * 1024,
+            initial_window_size: 1024 * 1024,
+        }
+    }
 }
 
 /// The WebSocket settings (`--ws-*`).
@@ -87,6 +138,9 @@ impl Default for ServerConfig {
             write_high_water: 64 * 1024,
             ws: Some(WsConfig::default()),
             tls: None,
+            app_threads: false,
+            http: HttpMode::Auto,
+            h2: H2Config::default(),
         }
     }
 }

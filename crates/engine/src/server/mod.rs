@@ -9,6 +9,7 @@ pub mod config;
 pub mod date;
 pub mod exchange;
 pub mod h1;
+pub mod h2;
 pub mod shared;
 pub mod shutdown;
 pub mod stats;

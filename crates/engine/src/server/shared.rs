@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use super::config::ServerConfig;
 use super::date::DateCache;
@@ -67,6 +68,11 @@ pub struct Shared {
     notified: AtomicBool,
     /// The engine thread must return.
     stop: AtomicBool,
+    /// With `cfg.app_threads`: the waker of the `select()` in progress (an
+    /// app thread's schedule wakes it), and whether `to_wake` got entries
+    /// since it was last drained.
+    loop_waker: Mutex<Option<Waker>>,
+    remote: AtomicBool,
     /// Debug lines are wanted (the Python side logs at debug level); off,
     /// they cost one relaxed load and are never formatted.
     debug: AtomicBool,
@@ -87,6 +93,8 @@ impl Shared {
             in_dispatch: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
+            loop_waker: Mutex::new(None),
+            remote: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             threaded: AtomicBool::new(false),
             kick_pending: AtomicBool::new(false),
@@ -129,10 +137,35 @@ impl Shared {
         std::mem::swap(batch, &mut *lock(&self.events));
     }
 
-    /// From the loop thread: ask a connection's driver to look at its state.
+    /// From the loop thread (or an app thread): ask a connection's driver
+    /// to look at its state.
     pub fn schedule(&self, conn: Arc<dyn Connection>) {
         lock(&self.to_wake).push(conn);
         self.kick_outside_batch();
+        if self.cfg.app_threads {
+            // The loop may be blocked in select() with nothing else to
+            // wake it: one wake per schedule (a write that left bytes for
+            // the driver, a body read that needs more), never per chunk.
+            self.remote.store(true, Ordering::Release);
+            let waker = lock(&self.loop_waker).clone();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    /// Inside `select()`'s poll (app threads only): keep its waker for the
+    /// app threads, and wake the drivers they scheduled meanwhile.
+    pub fn poll_remote(&self, waker: &Waker) {
+        {
+            let mut slot = lock(&self.loop_waker);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *slot = Some(waker.clone());
+            }
+        }
+        if self.remote.swap(false, Ordering::Acquire) {
+            self.wake_scheduled();
+        }
     }
 
     /// Inside `select()`'s `block_on`: wake the drivers the loop thread

@@ -13,6 +13,26 @@ fn names(list: &[SupportedCipherSuite]) -> Vec<&'static str> {
 }
 
 #[test]
+fn server_order_puts_aes_128_gcm_first_in_each_version() {
+    let mut all = suites();
+    server_order(&mut all);
+    assert_eq!(
+        names(&all),
+        [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ]
+    );
+}
+
+#[test]
 fn cipher_lists_select_tls12_suites_and_keep_tls13() {
     let all = suites();
     let chosen = select_ciphers("ECDHE+AESGCM:!aNULL:!MD5", &all).unwrap();
@@ -106,6 +126,7 @@ fn settings(f: &Files) -> TlsSettings {
         ciphers: None,
         and_plain: true,
         refuse_plain: false,
+        alpn: super::ALPN_H1,
     }
 }
 
@@ -225,6 +246,8 @@ fn tls_round_trip_with_a_big_response() {
             assert_eq!(request, b"GET / HTTP/1.1\r\n\r\n");
             let info = stream.tls_info().unwrap();
             assert_eq!(info.tls_version, 0x0304);
+            // rustls's client asks for AES-256 first; the server's order wins.
+            assert_eq!(info.cipher_suite, 0x1301, "TLS_AES_128_GCM_SHA256");
             assert_eq!(info.alpn.as_deref(), Some(&b"http/1.1"[..]));
             assert!(info.server_cert.starts_with("-----BEGIN CERTIFICATE-----"));
         },

@@ -19,6 +19,9 @@ const HEADER_SLOTS: usize = 100;
 pub enum Version {
     Http10,
     Http11,
+    /// Never parsed here: the HTTP/2 driver builds heads of this version
+    /// for its streams, so the bridge serves them as it serves HTTP/1.
+    Http2,
 }
 
 /// How the request body is delimited (RFC 9112 §6.3).
@@ -226,6 +229,7 @@ pub fn parse_request_head(
     let keep_alive = match version {
         Version::Http11 => !facts.conn_close,
         Version::Http10 => facts.conn_keep_alive && !facts.conn_close,
+        Version::Http2 => true,
     };
     // A 1.0 client cannot understand 100 (RFC 9110 §10.1.1); with no body there
     // is nothing to wait for.

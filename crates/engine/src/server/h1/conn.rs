@@ -67,6 +67,10 @@ pub struct Conn {
     pub(super) wake: Notify,
     /// The peer is a trusted proxy (`--proxy-headers`).
     pub(super) via_proxy: bool,
+    /// A connection standing for an HTTP/2 stream (a WebSocket over
+    /// HTTP/2, `server::h2::tunnel`): the TLS session of the connection
+    /// that carries it.
+    pub(super) carried_tls: OnceLock<Arc<crate::net::tls::TlsInfo>>,
     /// This connection, for the lists that hold it (`Arc::new_cyclic`).
     me: Weak<Conn>,
 }
@@ -93,8 +97,20 @@ impl Conn {
             state: Mutex::new(ConnState::default()),
             wake: Notify::new(),
             via_proxy,
+            carried_tls: OnceLock::new(),
             me: me.clone(),
         })
+    }
+
+    /// This connection stands for a stream of `outer`: the app sees
+    /// `outer`'s TLS session and PROXY-protocol client.
+    pub(crate) fn inherit(&self, outer: &Conn) {
+        if let Some(tls) = outer.stream.tls_info() {
+            let _ = self.carried_tls.set(tls);
+        }
+        if let Some(client) = outer.proxied.get() {
+            let _ = self.proxied.set(*client);
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ConnState> {

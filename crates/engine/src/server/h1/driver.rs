@@ -48,22 +48,52 @@ pub type UpgradeFn = fn(
     BytesMut,
 ) -> Pin<Box<dyn Future<Output = CloseReason> + Send>>;
 
+/// What serves a connection as HTTP/2 (the HTTP/2 driver, passed in by
+/// the accept loop): the bytes read so far (the connection preface first),
+/// and the `Upgrade: h2c` request to answer as stream 1, if that is how
+/// HTTP/2 began.
+pub type H2Fn = fn(
+    Arc<Conn>,
+    BytesMut,
+    Option<RequestHead>,
+) -> Pin<Box<dyn Future<Output = CloseReason> + Send>>;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// How [`Driver::serve`] ended.
 enum Served {
     Closed(CloseReason),
     /// A valid WebSocket upgrade: the WebSocket driver takes over.
     Upgrade(RequestHead, String),
+    /// HTTP/2 (the preface, or an `Upgrade: h2c` request): the HTTP/2
+    /// driver takes over.
+    H2(Option<RequestHead>),
 }
 
 /// Serves `conn` until it closes; returns why it closed.
 pub async fn run(conn: Arc<Conn>, upgrade: UpgradeFn) -> CloseReason {
+    run_with_h2(conn, upgrade, None).await
+}
+
+/// As [`run`], with `h2` serving the connections that turn out to speak
+/// HTTP/2 (when `--http` allows it).
+pub async fn run_with_h2(conn: Arc<Conn>, upgrade: UpgradeFn, h2: Option<H2Fn>) -> CloseReason {
     let mut d = Driver::new(conn);
+    d.h2 = h2.filter(|_| d.conn.shared.cfg.http.h2());
     let reason = match d.serve().await {
         Served::Closed(reason) => reason,
         Served::Upgrade(head, accept) => {
             let rbuf = std::mem::take(&mut d.rbuf);
             upgrade(d.conn.clone(), head, accept, rbuf).await
         }
+        Served::H2(head) => match d.h2 {
+            Some(h2) => {
+                let rbuf = std::mem::take(&mut d.rbuf);
+                h2(d.conn.clone(), rbuf, head).await
+            }
+            None => CloseReason::ProtocolError,
+        },
     };
     d.close(reason).await;
     reason
@@ -78,6 +108,10 @@ struct Driver {
     /// One timer per connection, moved rather than re-created: tokio
     /// extends a later deadline without touching its timer wheel.
     timer: Pin<Box<Sleep>>,
+    /// The HTTP/2 driver, when HTTP/2 may be spoken.
+    h2: Option<H2Fn>,
+    /// No request head was read yet: the preface may come.
+    first: bool,
 }
 
 impl Driver {
@@ -88,6 +122,8 @@ impl Driver {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             parser: HeadParser::new(),
             timer,
+            h2: None,
+            first: true,
         }
     }
 
@@ -99,9 +135,14 @@ impl Driver {
         }
         loop {
             let head = match self.read_head().await {
-                Ok(head) => head,
+                Ok(Some(head)) => head,
+                Ok(None) => return Served::H2(None),
                 Err(reason) => return Served::Closed(reason),
             };
+            self.first = false;
+            if self.h2.is_some() && self.h2c_upgrade(&head) {
+                return Served::H2(Some(head));
+            }
             if self.conn.shared.cfg.ws.is_some() {
                 match self.upgrade(&head) {
                     Ok(None) => {}
@@ -225,21 +266,54 @@ impl Driver {
         }
     }
 
+    /// An `Upgrade: h2c` request (RFC 7540 §3.2) that can switch: on a
+    /// plain connection, with `HTTP2-Settings`, without a body (one with a
+    /// body is served as HTTP/1.1, as the RFC allows).
+    fn h2c_upgrade(&self, head: &RequestHead) -> bool {
+        !self.conn.stream.is_tls()
+            && head.framing == BodyFraming::Empty
+            && head
+                .header(b"upgrade")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"h2c"))
+            && head.header(b"http2-settings").is_some()
+    }
+
     /// Waits for the next request head (one may already be buffered).
-    async fn read_head(&mut self) -> Result<RequestHead, CloseReason> {
+    /// Ok(None): the connection starts with the HTTP/2 preface.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, CloseReason> {
+        let sniff_h2 = self.first && self.h2.is_some();
+        let h2_only = self.first && !self.conn.shared.cfg.http.h1();
         let Driver {
             conn,
             rbuf,
             parser,
             timer,
+            ..
         } = self;
         let shared = &conn.shared;
         let cfg = &shared.cfg;
         let mut head_deadline: Option<Instant> = None;
         parser.reset();
         loop {
-            match parser.parse(rbuf, &cfg.limits) {
-                Ok(Some(head)) => return Ok(head),
+            let mut partial_preface = false;
+            if (sniff_h2 || h2_only) && !rbuf.is_empty() {
+                let n = rbuf.len().min(H2_PREFACE.len());
+                let preface = sniff_h2 && rbuf[..n] == H2_PREFACE[..n];
+                if preface && n == H2_PREFACE.len() {
+                    return Ok(None);
+                }
+                if !preface && h2_only {
+                    // --http h2: nothing but HTTP/2 is spoken here.
+                    return Err(CloseReason::ProtocolError);
+                }
+                partial_preface = preface;
+            }
+            match if partial_preface {
+                Ok(None)
+            } else {
+                parser.parse(rbuf, &cfg.limits)
+            } {
+                Ok(Some(head)) => return Ok(Some(head)),
                 // Wire rule 5: a read left the head incomplete.
                 Ok(None) if !rbuf.is_empty() => conn.stream.quickack(),
                 Ok(None) => {}

@@ -104,7 +104,11 @@ impl Conn {
         // batch's Python work, which keeps each side's code and data in
         // the caches (docs/decisions.md, "Writes at the end of a batch").
         let high_water = shared.cfg.write_high_water as u64;
-        let at_once = st.out.pending() >= high_water || (complete && !shared.in_dispatch());
+        // An app thread has no batch or loop iteration to wait for: it
+        // writes each message at once.
+        let at_once = st.out.pending() >= high_water
+            || (complete && !shared.in_dispatch())
+            || shared.cfg.app_threads;
         if at_once {
             self.write_or_fail(st)?;
         } else if !st.out.deferred && !st.out.blocked {
@@ -218,7 +222,9 @@ impl HttpExchange for Conn {
     }
 
     fn tls(&self) -> Option<Arc<TlsInfo>> {
-        self.stream.tls_info()
+        self.stream
+            .tls_info()
+            .or_else(|| self.carried_tls.get().cloned())
     }
 
     fn seq(&self) -> u64 {
