@@ -41,7 +41,12 @@ SERVE = os.path.join(HERE, "serve.py")
 SERVERS: dict[str, list[str] | None] = {
     "ferrule serve() (rolo AsgiGateway)": [sys.executable, SERVE, "ferrule-serve"],
     "ferrule run() (rolo AsgiGateway)": [sys.executable, SERVE, "ferrule-run"],
-    "ferrule WSGI (rolo WsgiGateway)": None,  # --interface wsgi (branch wsgi)
+    # --interface wsgi: the WSGI branch's gateway (same services and calls).
+    "ferrule WSGI (rolo WsgiGateway)": [
+        sys.executable,
+        os.path.join(HERE, "wsgi_server.py"),
+        "--port",
+    ],
     "hypercorn (rolo AsgiGateway)": [sys.executable, SERVE, "hypercorn"],
     "twisted (rolo TwistedGateway)": [sys.executable, SERVE, "twisted"],
 }
