@@ -115,7 +115,8 @@ class WsgiWorkers:
     async def stop(self, timeout: float | None) -> None:
         """Lets the threads finish what they run and end; after ``timeout``
         seconds, reads and writes still blocked give up (the client counts
-        as gone) and the threads get one second more. Polls from the loop:
+        as gone), requests still queued are answered without the app, and
+        the threads get one second more. Polls from the loop:
         a blocked worker needs the loop running to be woken."""
         engine = self._engine
         engine.wsgi_stop()

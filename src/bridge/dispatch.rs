@@ -24,29 +24,21 @@ pub fn dispatch(
 ) -> PyResult<()> {
     let mut fatal = None;
     for ev in batch.drain(..) {
+        let ev = match wsgi {
+            Some(pool) => match pool.route(ev) {
+                Some(ev) => ev,
+                None => continue,
+            },
+            None => ev,
+        };
         let r = match ev {
-            Event::Request(exchange, head) => match wsgi {
-                Some(pool) => {
-                    pool.submit(exchange, head);
-                    Ok(())
-                }
-                None => http::start_app(py, bridge, &exchange, &head),
-            },
-            Event::Wake(exchange) => match wsgi {
-                Some(pool) => {
-                    pool.wake(exchange.id());
-                    Ok(())
-                }
-                None => http::on_wake(py, bridge, &*exchange),
-            },
+            Event::Request(exchange, head) => http::start_app(py, bridge, &exchange, &head),
+            Event::Wake(exchange) => http::on_wake(py, bridge, &*exchange),
             Event::WebSocket(exchange, head) => {
                 websocket::start_ws_app(py, bridge, &exchange, &head)
             }
             Event::WsWake(exchange) => websocket::on_wake(py, bridge, &*exchange),
             Event::Closed(id) => {
-                if let Some(pool) = wsgi {
-                    pool.wake(id);
-                }
                 http::on_closed(bridge, id);
                 Ok(())
             }

@@ -14,12 +14,13 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use ferrule_engine::proto::h1::{RequestHead, Version};
+use ferrule_engine::runtime::lock;
 use ferrule_engine::server::exchange::{
-    AppEnd, ConnId, HttpExchange, Received, ResponsePart, SendError, Sent,
+    AppEnd, ConnId, Event, HttpExchange, Received, ResponsePart, SendError, Sent,
 };
 use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -32,13 +33,15 @@ use super::http::{access_log, bytes_of, LogInfo, CLIENT_CLOSED};
 use super::scope::percent_decode;
 use super::task;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// How long a blocked worker sleeps before it looks at the pool's abort
 /// flag again (a wake-up normally ends the wait first).
 const ABORT_CHECK: Duration = Duration::from_millis(200);
+
+/// Requests allowed to wait per worker thread; beyond, a request is
+/// answered 503 at once. The engine's `--limit-concurrency` stops counting
+/// a request whose client left, so without this bound such requests (each
+/// holding its head, up to 64 KB) pile up while the apps are slow.
+const QUEUE_PER_THREAD: usize = 128;
 
 /// A request waiting for a worker.
 struct Job {
@@ -99,6 +102,8 @@ pub struct WsgiPool {
     ready: Condvar,
     /// Requests a worker is running.
     running: AtomicUsize,
+    /// Worker threads started (the queue's bound grows with them).
+    workers: AtomicUsize,
     /// After the shutdown's grace: blocked reads and writes give up.
     abort: AtomicBool,
     /// The signal of each connection's running request.
@@ -122,6 +127,7 @@ impl WsgiPool {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             running: AtomicUsize::new(0),
+            workers: AtomicUsize::new(0),
             abort: AtomicBool::new(false),
             signals: Mutex::new(HashMap::new()),
         }
@@ -134,13 +140,35 @@ impl WsgiPool {
             LogInfo::new(&head, fwd.client)
         });
         let seq = exchange.seq();
-        lock(&self.queue).jobs.push_back(Job {
-            exchange,
-            head,
-            seq,
-            log,
-        });
-        self.ready.notify_one();
+        let limit = QUEUE_PER_THREAD * self.workers.load(Ordering::Acquire).max(1);
+        {
+            let mut q = lock(&self.queue);
+            if q.jobs.len() < limit && !self.abort.load(Ordering::Acquire) {
+                q.jobs.push_back(Job {
+                    exchange,
+                    head,
+                    seq,
+                    log,
+                });
+                drop(q);
+                self.ready.notify_one();
+                return;
+            }
+        }
+        refuse(&*exchange, seq);
+    }
+
+    /// From the loop thread: routes a WSGI app's events to its threads;
+    /// gives back the events that are not theirs.
+    pub fn route(&self, ev: Event) -> Option<Event> {
+        match ev {
+            Event::Request(exchange, head) => self.submit(exchange, head),
+            Event::Wake(exchange) => self.wake(exchange.id()),
+            // The bridge keeps nothing per connection for WSGI.
+            Event::Closed(id) => self.wake(id),
+            other => return Some(other),
+        }
+        None
     }
 
     /// From the loop thread: what a blocked read or write of connection
@@ -158,17 +186,48 @@ impl WsgiPool {
     }
 
     /// Workers end once the queue is empty; `abort`: blocked reads and
-    /// writes give up (the client is treated as gone).
-    pub fn stop(&self, abort: bool) {
-        lock(&self.queue).stopping = true;
-        if abort {
-            self.abort.store(true, Ordering::Release);
-        }
+    /// writes give up (the client is treated as gone), and the requests
+    /// still queued are settled without running the app (a 500, or 499 in
+    /// the log if the client left).
+    pub fn stop(&self, py: Python<'_>, abort: bool) {
+        let drained = {
+            let mut q = lock(&self.queue);
+            q.stopping = true;
+            if abort {
+                // Set under the queue's lock: a worker that pops after
+                // this sees it and skips the job.
+                self.abort.store(true, Ordering::Release);
+                std::mem::take(&mut q.jobs)
+            } else {
+                VecDeque::new()
+            }
+        };
         self.ready.notify_all();
+        // Logged, not raised: this runs in Server.run()'s clean-up, which
+        // must go on (an access log handler's failure is not the stop's).
+        for job in drained {
+            if let Err(e) = self.skip(py, job) {
+                log_error(py, "ferrule: error while settling a queued WSGI request", e);
+            }
+        }
+    }
+
+    /// Settles a queued job without calling the app: its client left, or
+    /// the shutdown's grace is over.
+    fn skip(&self, py: Python<'_>, job: Job) -> PyResult<()> {
+        let log = Mutex::new(job.log);
+        settle(py, &self.bridge, &*job.exchange, job.seq, &log, false).map(|_| ())
     }
 
     /// A worker thread's life: run requests until the pool stops.
     pub fn work(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        self.workers.fetch_add(1, Ordering::AcqRel);
+        let r = self.work_loop(py);
+        self.workers.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    fn work_loop(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         loop {
             let job = py.detach(|| {
                 let mut q = lock(&self.queue);
@@ -188,7 +247,13 @@ impl WsgiPool {
             let Some(job) = job else {
                 return Ok(());
             };
-            let r = self.run(py, job);
+            // No app call for a client already gone (its request waited
+            // in the queue) nor after the shutdown's grace.
+            let r = if job.exchange.is_closed() || self.abort.load(Ordering::Acquire) {
+                self.skip(py, job)
+            } else {
+                self.run(py, job)
+            };
             self.running.fetch_sub(1, Ordering::AcqRel);
             if let Err(e) = r {
                 if is_fatal(py, &e) {
@@ -414,6 +479,57 @@ impl WsgiPool {
     }
 }
 
+/// Answers a request the queue cannot take: 503 and the connection
+/// closed, as the engine answers over `--limit-concurrency` (and, like
+/// those, without an access log line: the loop thread has no GIL here).
+fn refuse(exchange: &dyn HttpExchange, seq: u64) {
+    let headers: [(&[u8], &[u8]); 2] = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"connection", b"close"),
+    ];
+    let mut it = headers.into_iter();
+    let start = ResponsePart::Start {
+        status: 503,
+        headers: &mut it,
+        trailers: false,
+    };
+    // A client already gone fails the sends: nothing more to do then.
+    if exchange.send(seq, start).is_ok() {
+        let body = ResponsePart::Body {
+            data: b"Service Unavailable",
+            more: false,
+        };
+        let _ = exchange.send(seq, body);
+    }
+    let _ = exchange.app_done(seq, false);
+}
+
+/// The app is done with a request (or never ran): settles the response as
+/// the ASGI path does (500, abort, or nothing) and logs it, with 499 when
+/// the client left before a response head. True: it was incomplete.
+fn settle(
+    py: Python<'_>,
+    bridge: &Bridge,
+    exchange: &dyn HttpExchange,
+    seq: u64,
+    log: &Mutex<Option<LogInfo>>,
+    failed: bool,
+) -> PyResult<bool> {
+    let (sent, incomplete) = match exchange.app_done(seq, failed) {
+        AppEnd::Complete => return Ok(false),
+        AppEnd::ClientGone(mut sent) => {
+            if sent.status == 0 {
+                sent.status = CLIENT_CLOSED;
+            }
+            (sent, false)
+        }
+        AppEnd::Abandoned(sent) => (sent, false),
+        AppEnd::Aborted(sent) | AppEnd::Answered(sent) => (sent, true),
+    };
+    access_log(py, bridge, exchange, log, sent)?;
+    Ok(incomplete)
+}
+
 /// An address as text; IPv4 by hand (`Display` costs about a thousand
 /// instructions per address, twice per request).
 fn ip_text(a: &std::net::SocketAddr) -> String {
@@ -575,25 +691,14 @@ impl WsgiRequest {
     /// The app is done with the request: settle the response as the
     /// ASGI path does (500, abort, or nothing). True: it was incomplete.
     fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
-        let log = |sent| access_log(py, self.bridge(), &*self.exchange, &self.log, sent);
-        match self.exchange.app_done(self.seq, failed) {
-            AppEnd::Complete => Ok(false),
-            AppEnd::ClientGone(mut sent) => {
-                if sent.status == 0 {
-                    sent.status = CLIENT_CLOSED;
-                }
-                log(sent)?;
-                Ok(false)
-            }
-            AppEnd::Abandoned(sent) => {
-                log(sent)?;
-                Ok(false)
-            }
-            AppEnd::Aborted(sent) | AppEnd::Answered(sent) => {
-                log(sent)?;
-                Ok(true)
-            }
-        }
+        settle(
+            py,
+            self.bridge(),
+            &*self.exchange,
+            self.seq,
+            &self.log,
+            failed,
+        )
     }
 
     /// The next body chunk, appended to `buf`; false at the end of the body.
@@ -737,6 +842,24 @@ fn limit(size: Option<isize>) -> Option<usize> {
 }
 
 impl WsgiInput {
+    /// The input's state. A read holds it while it waits for the body
+    /// (GIL released), so another thread reading the same input waits for
+    /// it without the GIL too: waiting with the GIL would deadlock with the
+    /// reader that needs the GIL back to finish. Reads are serialized.
+    fn state(&self, py: Python<'_>) -> MutexGuard<'_, InputState> {
+        loop {
+            match self.state.try_lock() {
+                Ok(st) => return st,
+                Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    // Wait for the holder to finish, then try again with
+                    // the GIL (a guard cannot leave `detach`).
+                    py.detach(|| drop(lock(&self.state)));
+                }
+            }
+        }
+    }
+
     /// Reads from the engine until `enough` holds or the body ends.
     fn fill(
         &self,
@@ -753,7 +876,7 @@ impl WsgiInput {
     }
 
     fn line(&self, py: Python<'_>, size: Option<usize>) -> PyResult<Vec<u8>> {
-        let mut st = lock(&self.state);
+        let mut st = self.state(py);
         let max = size.unwrap_or(usize::MAX);
         self.fill(py, &mut st, |b| b.len() >= max || b.contains(&b'\n'))?;
         let avail = st.available();
@@ -773,7 +896,7 @@ impl WsgiInput {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let size = limit(size);
-        let mut st = lock(&self.state);
+        let mut st = self.state(py);
         let max = size.unwrap_or(usize::MAX);
         self.fill(py, &mut st, |b| b.len() >= max)?;
         let n = st.available().len().min(max);

@@ -630,11 +630,12 @@ impl Engine {
     }
 
     /// The WSGI workers end once the queue is empty; `abort`: reads and
-    /// writes still blocked give up as if the client had gone.
+    /// writes still blocked give up as if the client had gone, and queued
+    /// requests are settled without the app.
     #[pyo3(signature = (abort = false))]
-    fn wsgi_stop(&self, abort: bool) {
+    fn wsgi_stop(&self, py: Python<'_>, abort: bool) {
         if let Some(p) = self.wsgi.get() {
-            p.stop(abort);
+            p.stop(py, abort);
         }
     }
 
@@ -654,10 +655,6 @@ impl Engine {
 }
 
 impl Engine {
-    /// Without the GIL: hands a WSGI app's requests and wake-ups to its
-    /// threads, so the loop thread never waits for the GIL the apps hold
-    /// just to pass them on. What is left (debug lines) is dispatched with
-    /// the GIL as usual.
     /// `select()`'s wait with a WSGI app: requests and wake-ups go to its
     /// threads, and the wait goes on until Python has something to do (an
     /// fd ready, another event, the timeout), so the loop thread does not
@@ -692,16 +689,7 @@ impl Engine {
     fn route_wsgi(&self, pool: &WsgiPool) -> bool {
         let mut batch = std::mem::take(&mut *lock(&self.batch));
         self.core.take_events(&mut batch);
-        let mut rest = Vec::new();
-        for ev in batch.drain(..) {
-            match ev {
-                Event::Request(exchange, head) => pool.submit(exchange, head),
-                Event::Wake(exchange) => pool.wake(exchange.id()),
-                // The bridge keeps nothing per connection for WSGI.
-                Event::Closed(id) => pool.wake(id),
-                other => rest.push(other),
-            }
-        }
+        let rest: Vec<Event> = batch.drain(..).filter_map(|ev| pool.route(ev)).collect();
         let left = !rest.is_empty();
         let shared = self.core.shared();
         for ev in rest {
