@@ -15,6 +15,8 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::engine::Engine>()?;
     m.add_class::<bridge::http::Receive>()?;
     m.add_class::<bridge::http::Sender>()?;
+    m.add_class::<bridge::http::Call>()?;
+    bridge::http::install_call_slots(m.py());
     m.add_class::<bridge::task::RequestTask>()?;
     m.add_class::<bridge::websocket::WsReceive>()?;
     m.add_class::<bridge::websocket::WsSender>()?;

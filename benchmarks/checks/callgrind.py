@@ -13,6 +13,7 @@ shutdown cancel out; the kernel's share is not counted).
     python benchmarks/checks/callgrind.py --https           # over TLS (wrk on https)
     python benchmarks/checks/callgrind.py --https --close   # a TLS handshake per request
     python benchmarks/checks/callgrind.py --apps wsgi-hello # a WSGI app (--interface wsgi)
+    python benchmarks/checks/callgrind.py --embedded        # await Server.serve() on a stock loop
 
 `--python` picks the interpreter (and so the installed ferrule build) to
 measure, so two builds can be compared in one sitting.
@@ -82,6 +83,7 @@ def run_once(
     server_args: list[str],
     scheme: str = "http",
     close: bool = False,
+    embedded: bool = False,
 ) -> int:
     port = free_port()
     module, _ = APPS[app]
@@ -92,6 +94,9 @@ def run_once(
         python, "-m", "ferrule", f"{module}:app", "--port", str(port),
         "--no-access-log", "--log-level", "warning", *APP_ARGS.get(app, []), *server_args,
     ]
+    if embedded:
+        # The engine on its own thread, the app on a stock asyncio loop.
+        argv[3:] = [python, os.path.join(HERE, "serve_embedded.py"), f"{module}:app", str(port)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc, 180)
@@ -130,6 +135,8 @@ def main() -> None:
                    help="serve HTTPS (a certificate made here) and run wrk over https")
     p.add_argument("--close", action="store_true",
                    help="a new connection per request (with --https: a handshake each)")
+    p.add_argument("--embedded", action="store_true",
+                   help="serve with await Server.serve() on a stock asyncio loop")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server_args, scheme = list(a.server_arg), "http"
@@ -144,10 +151,11 @@ def main() -> None:
             scheme = "https"
         for app in a.apps.split(","):
             base = run_once(a.python, a.pythonpath, app, APPS[app][1], 0, a.conns, a.seconds,
-                            os.path.join(tmp, "idle.out"), server_args, scheme, a.close)
+                            os.path.join(tmp, "idle.out"), server_args, scheme, a.close,
+                            a.embedded)
             full = run_once(a.python, a.pythonpath, app, APPS[app][1], a.requests, a.conns,
                             a.seconds, os.path.join(tmp, "load.out"), server_args, scheme,
-                            a.close)
+                            a.close, a.embedded)
             per = (full - base) / a.requests
             row = {"label": a.label, "app": app, "requests": a.requests,
                    "scheme": scheme, "close": a.close,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import Config, ConfigError
     from .importer import ImportFromStringError
-    from .server import Server
+    from .server import Server, serve
 
 __all__ = [
     "Config",
@@ -25,6 +25,7 @@ __all__ = [
     "Server",
     "__version__",
     "run",
+    "serve",
 ]
 
 
@@ -56,10 +57,10 @@ def __getattr__(name: str) -> Any:
         from .importer import ImportFromStringError
 
         return ImportFromStringError
-    if name == "Server":
-        from .server import Server
+    if name in ("Server", "serve"):
+        from . import server
 
-        return Server
+        return getattr(server, name)
     raise AttributeError(f"module 'ferrule' has no attribute {name!r}")
 
 

@@ -12,15 +12,34 @@ EVENT_WRITE: int
 class ClientDisconnected(OSError):
     """``send()`` after the client went away (ASGI HTTP spec 2.4)."""
 
+class ASGICall:
+    """What ``receive()`` and ``send(message)`` return: acts when awaited
+    (or first stepped), on the thread that runs it; registered as a
+    ``collections.abc.Coroutine``."""
+
+    def __await__(self) -> Any: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any: ...
+    def close(self) -> None: ...
+
 class Receive:
     """The ASGI ``receive`` callable of one request."""
 
-    def __call__(self) -> Awaitable[dict[str, Any]]: ...
+    def __call__(self) -> ASGICall: ...
 
 class Send:
     """The ASGI ``send`` callable of one request."""
 
-    def __call__(self, message: Mapping[str, Any]) -> Awaitable[None]: ...
+    def __call__(self, message: Mapping[str, Any]) -> ASGICall: ...
+    @property
+    def __self__(self) -> Send:
+        """The object itself, as on a bound method: ``send.__self__.closed``."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the client has gone."""
+
     def app_done(self, failed: bool) -> bool:
         """Called when the app coroutine ends; True if the response was
         incomplete (ferrule then answered 500 or closed the connection)."""
@@ -77,8 +96,8 @@ class Engine:
     def start(
         self,
         event_loop: Any,
-        app: Callable[[dict[str, Any], Receive, Send], Awaitable[None]],
-        runner: Callable[[Awaitable[None], Send], Coroutine[Any, Any, None]],
+        app: Callable[[dict[str, Any], Receive, Any], Awaitable[None]],
+        runner: Callable[[Awaitable[None], Any], Coroutine[Any, Any, None]],
         report: Callable[[BaseException | None], None],
         *,
         state: dict[str, Any] | None = None,
@@ -88,11 +107,29 @@ class Engine:
         debug_log: Callable[[str], None] | None = None,
         durations: bool = False,
         reset_contextvars: bool = False,
+        body_end_event: bool = False,
         wsgi_environ: dict[str, Any] | None = None,
     ) -> None: ...
     def wsgi_work(self) -> None: ...
     def wsgi_busy(self) -> int: ...
     def wsgi_stop(self, abort: bool = False) -> None: ...
+    @property
+    def bound_addresses(self) -> list[tuple[str, int]]:
+        """Every listener's ``(host, port)`` or ``(path, 0)``."""
+
+    def start_thread(self) -> int:
+        """Runs the engine on a thread of its own; returns the eventfd the
+        loop watches (``loop.add_reader(fd, engine.on_ready)``)."""
+
+    def on_ready(self) -> None:
+        """Hands the queued events to the bridge (the reader callback)."""
+
+    def stop_thread(self) -> None:
+        """Ends the engine thread and waits for it; closes the eventfd."""
+
+    def close(self) -> None:
+        """Ends the thread and closes every connection and listener now."""
+
     def tasks(self) -> list[RequestTask]: ...
     def native_tasks(self) -> bool: ...
     def shutdown(self) -> None: ...

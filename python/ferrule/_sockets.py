@@ -21,7 +21,9 @@ def startup_failure(config: Config, exc: OSError) -> int:
     the address, and returns :data:`STARTUP_FAILURE`."""
     what = exc.strerror or str(exc)
     code = f"[Errno {exc.errno}] " if exc.errno is not None else ""
-    if config.fd is not None:
+    if config.bind:
+        where = f"error while attempting to bind on {', '.join(config.bind)}"
+    elif config.fd is not None:
         where = f"cannot serve file descriptor {config.fd}"
     elif config.uds is not None:
         where = f"error while attempting to bind on unix socket {config.uds!r}"
@@ -71,8 +73,11 @@ def announce(sock: socket.socket, scheme: str = "http") -> None:
 
 def remove_uds(config: Config) -> None:
     """Removes the Unix socket file this process bound (not an inherited one)."""
-    if config.uds is not None and config.fd is None:
+    paths = [b[len("unix:") :] for b in config.bind if b.startswith("unix:")]
+    if config.uds is not None and config.fd is None and not config.bind:
+        paths.append(config.uds)
+    for path in paths:
         try:
-            os.unlink(config.uds)
+            os.unlink(path)
         except OSError:
             pass

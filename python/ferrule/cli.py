@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = config.startup_error()
     if problem is not None:
         _fail(problem, 2)
+    if config.bind and settings.values["reload"]:
+        _fail("--bind cannot be combined with --reload yet (use --host/--port)", 2)
     if env_file is not None:
         logs.error_logger.info("Loading environment from '%s'", env_file)
     for name, what in (("loop", "runs its own event loop"),):

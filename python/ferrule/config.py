@@ -124,6 +124,9 @@ class Config:
         reload_excludes: list[str] | str | None = None,
         h11_max_incomplete_event_size: int | None = None,
         reset_contextvars: bool = False,
+        bind: list[str] | str | None = None,
+        request_body_end_event: bool = False,
+        raw_header_names: bool = False,
         http2: bool = False,
         h2_max_concurrent_streams: int = 100,
         h2_max_header_list_size: int = 65536,
@@ -288,6 +291,13 @@ class Config:
                 )
             self.limit_request_head_size = self.h11_max_incomplete_event_size
         self.reset_contextvars: bool = _valid("reset_contextvars", reset_contextvars)
+        # Embedding (issue 13): several listeners, rolo's body quirk, and
+        # header names as sent.
+        self.bind: list[str] = _valid("bind", bind)
+        self.request_body_end_event: bool = _valid(
+            "request_body_end_event", request_body_end_event
+        )
+        self.raw_header_names: bool = _valid("raw_header_names", raw_header_names)
 
         self.http2: bool = _valid("http2", http2)
         self.h2_max_concurrent_streams: int = _valid(
@@ -436,6 +446,9 @@ class Config:
         """Why this configuration cannot be served, as one line naming the
         flag and the file (the TLS files are loaded as the engine will load
         them), or None."""
+        if self.bind and self.workers > 1:
+            # The supervisor binds host/port/uds/fd itself.
+            return "--bind cannot be combined with --workers yet (use --host/--port)"
         if not self.is_ssl:
             return None
         from ._ferrule import Engine, TlsError

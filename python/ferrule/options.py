@@ -288,6 +288,32 @@ def _headers(value: Any) -> list[tuple[str, str]]:
     return result
 
 
+def _binds(value: Any) -> list[str]:
+    """``--bind`` values: ``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH``, ``fd://N``."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise Invalid("expected a list of addresses")
+    result = []
+    for item in items:
+        if not isinstance(item, str):
+            raise Invalid(f"expected an address, got {item!r}", complete=True)
+        if item.startswith("unix:") and len(item) > 5:
+            pass
+        elif item.startswith("fd://") and item[5:].isdigit():
+            pass
+        else:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise Invalid(
+                    f"{item!r}: expected HOST:PORT, unix:PATH or fd://N",
+                    complete=True,
+                )
+        result.append(item)
+    return result
+
+
 def _trusted_hosts(value: Any) -> list[str]:
     """``"a, b"`` or ``["a", "b"]`` as a list without blanks."""
     if isinstance(value, str):
@@ -883,6 +909,34 @@ OPTIONS: tuple[Option, ...] = (
         "lifespan set) instead of a copy of the server's.",
         _boolean(),
         style="switch",
+    ),
+    Option(
+        "bind",
+        None,
+        "Listen on this address: HOST:PORT, [V6]:PORT, unix:PATH or fd://N "
+        "(repeatable, as hypercorn's; replaces --host, --port, --uds and --fd).",
+        _binds,
+        metavar="ADDRESS",
+        repeatable=True,
+        engine=True,
+    ),
+    Option(
+        "request_body_end_event",
+        False,
+        "End every request body with an empty http.request event "
+        "(more_body false), as h11-based servers do: for apps that drop the "
+        "body of a last event (rolo's ASGI gateway). Costs one receive().",
+        _boolean(),
+        style="switch",
+    ),
+    Option(
+        "raw_header_names",
+        False,
+        "Pass request header names to the app as the client sent them "
+        "(not lowercased), for apps that check signatures over them.",
+        _boolean(),
+        style="switch",
+        engine=True,
     ),
     Option(
         "http2",

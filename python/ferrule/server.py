@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import concurrent.futures
 import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+import weakref
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import logs
 from . import metrics as metrics_mod
 from . import wsgi as wsgi_mod
 from ._trace import trace_app
-from ._sockets import remove_uds, startup_failure
-from ._ferrule import ClientDisconnected, Engine, RequestTask, Send
+from ._sockets import STARTUP_FAILURE, remove_uds, startup_failure
+from ._ferrule import ASGICall, ClientDisconnected, Engine, RequestTask
 from ._loop import FerruleEventLoop
 from ._selector import FerruleSelector
 from .config import Config
@@ -27,6 +31,11 @@ if TYPE_CHECKING:
     from ._control import WorkerLink
 
 logger = logging.getLogger("ferrule.error")
+
+# receive() and send(...) return ASGICall objects: registered as coroutines,
+# so asyncio.iscoroutine and run_coroutine_threadsafe (rolo's worker threads)
+# take them.
+collections.abc.Coroutine.register(ASGICall)
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -46,10 +55,13 @@ def _report(exc: BaseException | None) -> None:
         logger.error("Exception in ASGI application\n", exc_info=exc)
 
 
-async def _run_http(call: Awaitable[None], send: Send) -> None:
+async def _run_http(call: Awaitable[None], send: Any) -> None:
     """The coroutine an asyncio Task runs for a request when requests do not
     run as the engine's own tasks: turns failures into a 500 (or a closed
     connection when part of the response was sent) and logs tracebacks."""
+    # The Send object (an HTTP send's __self__ is itself; a WebSocket's
+    # send has none).
+    send = getattr(send, "__self__", send)
     try:
         await call
     except ClientDisconnected:
@@ -125,11 +137,47 @@ def _debug_logger() -> Callable[[str], None] | None:
     return log
 
 
+# Servers running on a thread other than the main one: stopped at exit
+# (see _stop_at_exit).
+_off_main: "weakref.WeakSet[Server]" = weakref.WeakSet()
+_at_exit_registered = False
+
+
+def _stop_at_exit() -> None:
+    """Stops the servers still running in other (daemon) threads while the
+    interpreter is whole: a daemon thread that takes the GIL once the
+    interpreter finalizes is ended by ``pthread_exit``, whose unwinding
+    through the engine's Rust frames aborts the process (exit 134)."""
+    servers = list(_off_main)
+    for server in servers:
+        # The process is ending: cancel the requests rather than wait.
+        server.force_exit = True
+        server.should_exit = True
+    deadline = time.monotonic() + 2
+    for server in servers:
+        server._stopped.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _track_off_main(server: "Server") -> None:
+    global _at_exit_registered
+    if threading.current_thread() is threading.main_thread():
+        return
+    if not _at_exit_registered:
+        import atexit
+
+        atexit.register(_stop_at_exit)
+        _at_exit_registered = True
+    _off_main.add(server)
+
+
 class Server:
     """One ferrule worker: binds, runs lifespan, serves until told to stop.
 
-    ``run()`` blocks (use it in a thread to embed ferrule); set
-    ``should_exit = True`` from anywhere to stop it gracefully.
+    ``run()`` blocks on a loop of ferrule's own (whose selector runs the
+    engine); ``await serve()`` serves on the running loop, whoever made it
+    (the engine then runs on a thread of its own). Set ``should_exit = True``
+    from anywhere to stop it gracefully; ``await shutdown()`` also waits
+    until every connection, task and thread is gone.
     """
 
     def __init__(self, config: Config) -> None:
@@ -152,6 +200,16 @@ class Server:
         self._captured_signals: list[int] = []
         # Set by the --workers supervisor: the worker's control channel.
         self.link: WorkerLink | None = None
+        #: Every listener's ``(host, port)`` (``(path, 0)`` on a Unix socket),
+        #: once bound; ``port=0`` shows the port the system chose.
+        self.bound_addresses: list[tuple[str, int]] = []
+        #: Set once every listener is bound and requests are served (for
+        #: another thread: ``server.started_event.wait()``).
+        self.started_event = threading.Event()
+        # Set when serving has ended and everything is released.
+        self._stopped = threading.Event()
+        self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._final_stats: dict[str, int] = {}
 
     # ----------------------------------------------------------- public API
 
@@ -178,6 +236,34 @@ class Server:
             self._raise_captured_signals()
         return status
 
+    async def serve(self, sockets: Iterable[socket.socket] | None = None) -> None:
+        """Serve on the running event loop (asyncio's, uvloop, any loop
+        ferrule did not create) until ``should_exit``; installs no signal
+        handler. ``sockets``: listening sockets to serve instead of the
+        configured addresses (they stay the caller's). A failed start-up
+        logs one line and raises ``SystemExit`` with uvicorn's status (3)."""
+        loop = asyncio.get_running_loop()
+        status = await self._serve_here(loop, sockets)
+        if status != 0:
+            raise SystemExit(status)
+
+    async def wait_started(self) -> None:
+        """Returns once every listener is bound and requests are served
+        (on any loop; raises ``SystemExit`` if the start-up failed)."""
+        while not self.started_event.is_set():
+            if self._done.done():
+                raise SystemExit(STARTUP_FAILURE)
+            await asyncio.sleep(0.005)
+
+    async def shutdown(self, sockets: Iterable[socket.socket] | None = None) -> None:
+        """Stops the server (from any loop or thread) and returns once every
+        connection, request task and the engine's thread are gone.
+        ``sockets`` (uvicorn's signature) stay the caller's to close."""
+        self.should_exit = True
+        if self._loop is None and not self.started_event.is_set():
+            return  # never started
+        await asyncio.wrap_future(self._done)
+
     def _raise_captured_signals(self) -> None:
         if not self._captured_signals:
             return
@@ -191,7 +277,67 @@ class Server:
         for sig in reversed(self._captured_signals):
             signal.raise_signal(sig)
 
+    async def _serve_here(
+        self, loop: asyncio.AbstractEventLoop, sockets: Iterable[socket.socket] | None
+    ) -> int:
+        """serve(): the engine on a thread of its own, the bridge on ``loop``."""
+        _track_off_main(self)
+        engine: Engine | None = None
+        try:
+            config = self.config
+            problem = config.startup_error()
+            if problem is not None:
+                logger.error("%s", problem)
+                return 1
+            if config.interface == "wsgi":
+                # WSGI apps run on ferrule's thread pool, not on a loop.
+                logger.error(
+                    "--interface wsgi is served by Server.run(), "
+                    "not by serve() on the caller's loop"
+                )
+                return 1
+            app = config.load_app()
+            if logger.isEnabledFor(logs.TRACE_LOG_LEVEL):
+                app = trace_app(app, logger)
+            options = config.engine_options()
+            if sockets is not None:
+                # Duplicates: the engine owns and closes its descriptors.
+                options["bind"] = [f"fd://{os.dup(s.fileno())}" for s in sockets]
+            try:
+                engine = Engine(options)
+            except OSError as exc:
+                return startup_failure(config, exc)
+            self._engine = engine
+            self.bound_address = engine.bound_address
+            self.bound_addresses = list(engine.bound_addresses)
+            try:
+                return await self._serve(app, engine, loop, embedded=True)
+            finally:
+                engine.shutdown()
+                remove_uds(config)
+        finally:
+            self._release(engine)
+
+    def _release(self, engine: Engine | None) -> None:
+        """Serving ended: closes every socket and the engine's thread, and
+        drops the engine (its runtime's descriptors go with it)."""
+        if engine is not None:
+            self._final_stats = self.stats()
+            engine.close()
+        self._engine = None
+        self._stopped.set()
+        _off_main.discard(self)
+        if not self._done.done():
+            self._done.set_result(None)
+
     def _run(self) -> int:
+        _track_off_main(self)
+        try:
+            return self._run_own_loop()
+        finally:
+            self._release(self._engine)
+
+    def _run_own_loop(self) -> int:
         config = self.config
         problem = config.startup_error()
         if problem is not None:
@@ -206,6 +352,7 @@ class Server:
             return startup_failure(config, exc)
         self._engine = engine
         self.bound_address = engine.bound_address
+        self.bound_addresses = list(engine.bound_addresses)
         loop = FerruleEventLoop(FerruleSelector(engine))
         try:
             asyncio.set_event_loop(loop)
@@ -241,7 +388,7 @@ class Server:
     def stats(self) -> dict[str, int]:
         """Engine counters: connections, requests, responses, write_syscalls..."""
         if self._engine is None:
-            return {}
+            return dict(self._final_stats)
         stats = dict(self._engine.stats())
         stats["in_flight"] = self._engine.in_flight()
         return stats
@@ -274,7 +421,11 @@ class Server:
     # ------------------------------------------------------------ internals
 
     async def _serve(
-        self, app: Any, engine: Engine, loop: asyncio.AbstractEventLoop
+        self,
+        app: Any,
+        engine: Engine,
+        loop: asyncio.AbstractEventLoop,
+        embedded: bool = False,
     ) -> int:
         config = self.config
         self._exit_event = asyncio.Event()
@@ -283,7 +434,9 @@ class Server:
             self._exit_event.set()
         if self.link is not None:
             self.link.attach(self, loop)
-        in_main = threading.current_thread() is threading.main_thread()
+        # serve() on the caller's loop installs no signal handler.
+        in_main = not embedded and threading.current_thread() is threading.main_thread()
+        reader: int | None = None
         if in_main:
             for sig in _HANDLED_SIGNALS:
                 loop.add_signal_handler(sig, self.handle_exit, sig)
@@ -336,6 +489,7 @@ class Server:
                 debug_log=_debug_logger(),
                 durations=config.metrics_bind is not None,
                 reset_contextvars=config.reset_contextvars,
+                body_end_event=config.request_body_end_event,
                 wsgi_environ=(
                     wsgi_mod.environ_base(config.root_path, config.workers > 1)
                     if wsgi
@@ -344,23 +498,29 @@ class Server:
             )
             if wsgi:
                 self._wsgi = wsgi_mod.WsgiWorkers(engine, config.wsgi_thread_count)
+            if embedded:
+                # The engine runs on its own thread and wakes this loop
+                # through one eventfd when requests (or wake-ups) wait.
+                reader = engine.start_thread()
+                loop.add_reader(reader, engine.on_ready)
             self.started = True
-            host, port = engine.bound_address
-            if host.startswith("/") or port == 0 and config.uds:
-                logger.info(
-                    "Ferrule running on unix socket %s (Press CTRL+C to quit)", host
-                )
-            else:
-                shown = f"[{host}]" if ":" in host else host
-                logger.info(
-                    "Ferrule running on %s://%s:%d (Press CTRL+C to quit)",
-                    "https" if config.is_ssl else "http",
-                    shown,
-                    port,
-                )
+            for host, port in engine.bound_addresses:
+                if host.startswith("/") or port == 0 and config.uds:
+                    logger.info(
+                        "Ferrule running on unix socket %s (Press CTRL+C to quit)", host
+                    )
+                else:
+                    shown = f"[{host}]" if ":" in host else host
+                    logger.info(
+                        "Ferrule running on %s://%s:%d (Press CTRL+C to quit)",
+                        "https" if config.is_ssl else "http",
+                        shown,
+                        port,
+                    )
             logger.info("Started server process [%d]", os.getpid())
             if self.link is not None:
                 self.link.ready()
+            self.started_event.set()
 
             max_requests = config.limit_max_requests
             if max_requests is not None and config.limit_max_requests_jitter:
@@ -383,12 +543,15 @@ class Server:
                     )
                     self.should_exit = True
 
-            await self._shutdown(engine, loop)
+            await self._shutdown(engine, loop, embedded)
             if metrics is not None:
                 metrics.close()
             await lifespan.shutdown()
             return 0
         finally:
+            if reader is not None:
+                loop.remove_reader(reader)
+                engine.stop_thread()
             if self.link is not None:
                 self.link.detach(self.stats())
             if in_main:
@@ -397,7 +560,9 @@ class Server:
             if reload_tls:
                 loop.remove_signal_handler(signal.SIGHUP)
 
-    async def _shutdown(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+    async def _shutdown(
+        self, engine: Engine, loop: asyncio.AbstractEventLoop, embedded: bool = False
+    ) -> None:
         logger.info("Shutting down")
         open_connections = engine.stats()["active_connections"]
         engine.shutdown()
@@ -422,7 +587,10 @@ class Server:
 
         def spawned_tasks() -> list[asyncio.Task[Any]]:
             # Tasks the requests started (background work of the app): the
-            # shutdown's grace is theirs too.
+            # shutdown's grace is theirs too. Not on a loop the caller owns:
+            # its other tasks (other servers, the caller's) are not ours.
+            if embedded:
+                return []
             current = asyncio.current_task(loop)
             return [
                 t
@@ -493,3 +661,29 @@ class Server:
         # Let connection tasks flush what the cancelled apps left and close.
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+async def serve(
+    app: Any,
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+) -> None:
+    """hypercorn-style embedding: serve ``app`` with ``config`` on the running
+    loop until ``shutdown_trigger()`` returns (or forever: cancel the task).
+    Installs no signal handler."""
+    config.app = app
+    server = Server(config)
+    trigger: asyncio.Task[Any] | None = None
+    if shutdown_trigger is not None:
+
+        async def stop_when_triggered() -> None:
+            await shutdown_trigger()
+            server.should_exit = True
+
+        trigger = asyncio.ensure_future(stop_when_triggered())
+    try:
+        await server.serve()
+    finally:
+        if trigger is not None and not trigger.done():
+            trigger.cancel()

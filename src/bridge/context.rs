@@ -34,6 +34,9 @@ pub struct PyRefs {
     /// `debug_log(line)`: the engine's debug lines (connections opened and
     /// closed and why, refused requests); None below debug level.
     pub debug_log: Option<Py<PyAny>>,
+    /// End every request body with an empty `more_body=False` event, as
+    /// h11-based servers do (`--request-body-end-event`, rolo's quirk).
+    pub body_end_event: bool,
     /// Requests start in an empty context instead of a copy of the
     /// loop's (`--reset-contextvars`).
     pub fresh_context: bool,
@@ -50,6 +53,8 @@ pub struct ConnEntry {
     /// The futures of a `receive()` and a `send()` waiting on the engine.
     pub recv_waiter: Option<Py<PyAny>>,
     pub send_waiter: Option<Py<PyAny>>,
+    /// `--request-body-end-event`: the empty final body event is owed.
+    pub end_pending: bool,
 }
 
 /// Connection ids are sequential: hash them as they are.

@@ -51,11 +51,73 @@ pub struct HttpResponder {
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct Receive {
     r: Arc<HttpResponder>,
+    /// The last call object, reused once nothing else holds it.
+    spare: Spare,
 }
 
 #[pyclass(frozen, name = "Send", module = "ferrule._ferrule")]
 pub struct Sender {
     r: Arc<HttpResponder>,
+    /// The last call object, reused once nothing else holds it.
+    spare: Spare,
+}
+
+type Spare = Mutex<Option<Py<Call>>>;
+
+/// A call object for `message` (None: a `receive()`): the spare one when
+/// only `spare` still holds it (its await is over: an app awaits each call
+/// at once and drops it), else a new one that becomes the spare. Saves an
+/// allocation and a deallocation per call on the hot path.
+fn call_object(
+    py: Python<'_>,
+    spare: &Spare,
+    r: &Arc<HttpResponder>,
+    message: Option<Py<PyAny>>,
+) -> PyResult<Py<Call>> {
+    let mut slot = spare.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = slot.as_ref() {
+        // SAFETY: reading the reference count of a live object, attached.
+        if unsafe { pyo3::ffi::Py_REFCNT(c.as_ptr()) } == 1 {
+            if let Ok(mut call) = c.bind(py).try_borrow_mut() {
+                let old_it = call.it.take();
+                let old_message = std::mem::replace(&mut call.message, message);
+                call.started = false;
+                drop(call);
+                let out = c.clone_ref(py);
+                drop(slot);
+                // Outside the lock: a last reference may run Python.
+                drop((old_it, old_message));
+                return Ok(out);
+            }
+        }
+    }
+    let c = Py::new(
+        py,
+        Call {
+            r: r.clone(),
+            message,
+            it: None,
+            started: false,
+        },
+    )?;
+    let old = slot.replace(c.clone_ref(py));
+    drop(slot);
+    drop(old);
+    Ok(c)
+}
+
+/// What `receive()` and `send(message)` return: a coroutine-like object
+/// (registered as a `collections.abc.Coroutine`, so `asyncio.iscoroutine`
+/// and `run_coroutine_threadsafe` take it) that acts only when awaited or
+/// first stepped, on the thread that runs it (the loop's).
+#[pyclass(module = "ferrule._ferrule", name = "ASGICall", freelist = 64)]
+pub struct Call {
+    r: Arc<HttpResponder>,
+    /// `send(message)`'s message; None: a `receive()`.
+    message: Option<Py<PyAny>>,
+    /// The iterator of the future the call returned, once stepped.
+    it: Option<Py<PyAny>>,
+    started: bool,
 }
 
 fn disconnect_msg(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
@@ -397,31 +459,299 @@ pub(super) fn access_log(
 /// connection before a response head was sent (nginx's 499).
 pub(super) const CLIENT_CLOSED: u16 = 499;
 
+/// `--request-body-end-event`: a last chunk that carries bytes goes out
+/// with `more_body=True`, and the connection's next `receive()` gets an
+/// empty final event (h11's way), for apps that drop a last chunk's body.
+fn split_end(bridge: &Bridge, id: ConnId, got: &mut Received, has_body: bool) {
+    if let Received::Body { more } = got {
+        if !*more && has_body {
+            if let Some(e) = bridge.conns().get_mut(&id) {
+                *more = true;
+                e.end_pending = true;
+            }
+        }
+    }
+}
+
+impl HttpResponder {
+    /// `receive()` now: the message, or a future the engine's wake-up
+    /// resolves.
+    fn receive_now<'py>(&self, py: Python<'py>) -> PyResult<Outcome<'py>> {
+        let body_end = self.bridge.refs.body_end_event;
+        if body_end {
+            let pending = self
+                .bridge
+                .conns()
+                .get_mut(&self.id())
+                .is_some_and(|e| std::mem::take(&mut e.end_pending));
+            if pending {
+                return Ok(Outcome::Ready(request_msg(py, None, false)?));
+            }
+        }
+        let mut body = None;
+        let mut got = self
+            .exchange
+            .receive(self.seq, &mut |b| body = Some(PyBytes::new(py, b)));
+        if got == Received::Wait {
+            let fut = self.bridge.refs.create_future.bind(py).call0()?;
+            self.park(py, &fut, true)?;
+            return Ok(Outcome::Wait(fut));
+        }
+        if body_end {
+            let has_body = body.as_ref().is_some_and(|b| !b.as_bytes().is_empty());
+            split_end(&self.bridge, self.id(), &mut got, has_body);
+        }
+        Ok(Outcome::Ready(received_msg(py, &got, body)?))
+    }
+}
+
+/// What an ASGI call came to when it acted.
+enum Outcome<'py> {
+    /// Done: `receive()`'s message, or None for `send()`.
+    Ready(Bound<'py, PyAny>),
+    /// A future the engine's wake-up resolves.
+    Wait(Bound<'py, PyAny>),
+}
+
+/// One step of an [`Call`]: the await ends with a value, or yields one.
+enum Step<'py> {
+    Return(Bound<'py, PyAny>),
+    Yield(Bound<'py, PyAny>),
+}
+
+/// `PyIter_Send` on a future's iterator, as a [`Step`].
+fn iter_send<'py>(it: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> PyResult<Step<'py>> {
+    let py = it.py();
+    let mut out: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: both objects are live and we are attached; PyIter_Send
+    // hands back a new reference in `out` (or none, with an exception set).
+    let r = unsafe { pyo3::ffi::PyIter_Send(it.as_ptr(), value.as_ptr(), &mut out) };
+    match r {
+        pyo3::ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
+        // SAFETY: `out` is the new reference PyIter_Send gave us.
+        pyo3::ffi::PySendResult::PYGEN_NEXT => {
+            Ok(Step::Yield(unsafe { Bound::from_owned_ptr(py, out) }))
+        }
+        pyo3::ffi::PySendResult::PYGEN_RETURN => {
+            Ok(Step::Return(unsafe { Bound::from_owned_ptr(py, out) }))
+        }
+    }
+}
+
+impl Call {
+    /// Steps the call: the first step acts (receives or sends). Ready, the
+    /// await ends here with no future made (None for a `send()`, the
+    /// message for a `receive()`); otherwise it yields the future as
+    /// awaiting it would, and later steps go to that future's iterator.
+    fn step<'py>(&mut self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Step<'py>> {
+        if let Some(it) = &self.it {
+            let it = it.bind(py).clone();
+            let step = iter_send(&it, value);
+            if !matches!(step, Ok(Step::Yield(_))) {
+                self.it = None;
+            }
+            return step;
+        }
+        if self.started {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited ASGI call",
+            ));
+        }
+        self.started = true;
+        let outcome = match self.message.take() {
+            None => self.r.receive_now(py)?,
+            Some(m) => {
+                let fut = send_now(&self.r, py, m.bind(py))?;
+                if fut.is(self.r.bridge.refs.done.bind(py)) {
+                    return Ok(Step::Return(py.None().into_bound(py)));
+                }
+                Outcome::Wait(fut)
+            }
+        };
+        match outcome {
+            Outcome::Ready(v) => Ok(Step::Return(v)),
+            Outcome::Wait(fut) => {
+                let it = fut.try_iter()?.into_any();
+                self.it = Some(it.clone().unbind());
+                iter_send(&it, &py.None().into_bound(py))
+            }
+        }
+    }
+
+    /// A step as the iterator protocol reports it: the value yielded, or
+    /// StopIteration carrying the result.
+    fn step_iter<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.step(py, value)? {
+            Step::Yield(v) => Ok(Some(v)),
+            Step::Return(v) if v.is_none() => Ok(None),
+            Step::Return(v) => Err(pyo3::exceptions::PyStopIteration::new_err((v.unbind(),))),
+        }
+    }
+}
+
+/// `am_send`, the slot `await` and asyncio's Tasks step a call through
+/// (`PyIter_Send`): the result comes back without a StopIteration, and
+/// without the argument parsing of a method call.
+unsafe extern "C" fn call_am_send(
+    slf: *mut pyo3::ffi::PyObject,
+    arg: *mut pyo3::ffi::PyObject,
+    result: *mut *mut pyo3::ffi::PyObject,
+) -> pyo3::ffi::PySendResult {
+    use pyo3::ffi::PySendResult::{PYGEN_ERROR, PYGEN_NEXT, PYGEN_RETURN};
+    // SAFETY: CPython calls the slot attached, with live objects.
+    let py = unsafe { Python::assume_attached() };
+    let run = std::panic::AssertUnwindSafe(|| -> PyResult<Step<'_>> {
+        // SAFETY: the slot is only installed on the Call type.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<Call>() };
+        let arg = unsafe { Bound::from_borrowed_ptr(py, arg) };
+        let mut call = slf.try_borrow_mut()?;
+        call.step(py, &arg)
+    });
+    let r = std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Err(PyRuntimeError::new_err("ferrule: panic in an ASGI call")));
+    // SAFETY: `result` is CPython's out pointer.
+    unsafe {
+        match r {
+            Ok(Step::Return(v)) => {
+                *result = v.into_ptr();
+                PYGEN_RETURN
+            }
+            Ok(Step::Yield(v)) => {
+                *result = v.into_ptr();
+                PYGEN_NEXT
+            }
+            Err(e) => {
+                e.restore(py);
+                *result = std::ptr::null_mut();
+                PYGEN_ERROR
+            }
+        }
+    }
+}
+
+/// `am_await`: the call is its own iterator.
+unsafe extern "C" fn call_am_await(slf: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: a live object; the new reference is the caller's.
+    unsafe { pyo3::ffi::Py_IncRef(slf) };
+    slf
+}
+
+/// Puts the C-level `await` slots on the Call type: pyo3's generated
+/// `__await__`/`__next__` trampolines cost about 500 instructions per
+/// `send()` (measured with callgrind), the slots almost none. The methods
+/// stay for callers that use them by name.
+pub fn install_call_slots(py: Python<'_>) {
+    let ty = py.get_type::<Call>();
+    // SAFETY: a heap type pyo3 created with an `__await__` slot, so its
+    // `tp_as_async` points at the type's own, writable, async methods;
+    // nothing has used the type yet.
+    unsafe {
+        let tp = ty.as_type_ptr();
+        let am = (*tp).tp_as_async;
+        if !am.is_null() {
+            (*am).am_await = Some(call_am_await);
+            (*am).am_send = Some(call_am_send);
+        }
+    }
+}
+
+#[pymethods]
+impl Call {
+    /// `await call`: the call is its own iterator; it acts at its first step.
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.step_iter(py, &py.None().into_bound(py))
+    }
+
+    fn send<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.step_iter(py, value)
+    }
+
+    #[pyo3(signature = (typ, val = None, tb = None))]
+    fn throw<'py>(
+        &mut self,
+        py: Python<'py>,
+        typ: &Bound<'py, PyAny>,
+        val: Option<&Bound<'py, PyAny>>,
+        tb: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(it) = &self.it {
+            let it = it.bind(py).clone();
+            if it.hasattr(intern!(py, "throw"))? {
+                return it.call_method1(intern!(py, "throw"), (typ, val, tb));
+            }
+        }
+        self.started = true;
+        self.message = None;
+        let exc = match val {
+            Some(v) if !v.is_none() => v.clone(),
+            _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
+            _ => typ.clone(),
+        };
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(&mut self) {
+        self.started = true;
+        self.message = None;
+        self.it = None;
+    }
+}
+
 #[pymethods]
 impl Receive {
-    fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let r = &self.r;
-        let mut body = None;
-        let got = r
-            .exchange
-            .receive(r.seq, &mut |b| body = Some(PyBytes::new(py, b)));
-        if got == Received::Wait {
-            let fut = r.bridge.refs.create_future.bind(py).call0()?;
-            r.park(py, &fut, true)?;
-            return Ok(fut);
-        }
-        ready(py, &r.bridge, received_msg(py, &got, body)?)
+    fn __call__(&self, py: Python<'_>) -> PyResult<Py<Call>> {
+        call_object(py, &self.spare, &self.r, None)
     }
 }
 
 #[pymethods]
 impl Sender {
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        message: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let r = &self.r;
+    fn __call__(&self, py: Python<'_>, message: Py<PyAny>) -> PyResult<Py<Call>> {
+        call_object(py, &self.spare, &self.r, Some(message))
+    }
+
+    /// `send.__self__`, as on a bound method (hypercorn's `send` is one):
+    /// rolo reads `send.__self__.closed` before each body write. The app
+    /// gets this object itself, so no bound method is made per request.
+    #[getter(__self__)]
+    fn self_(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// True once the client has gone.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.r.exchange.is_closed()
+    }
+
+    /// Called by the Python runner when the app coroutine ends. Returns
+    /// true when the response was not complete (ferrule then sent a 500, or
+    /// closed the connection if part of the response had been written).
+    pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
+        self.r.app_done(py, failed)
+    }
+}
+
+/// `send(message)` now: a future (the shared completed one, or one the
+/// engine's wake-up resolves).
+fn send_now<'py>(
+    r: &HttpResponder,
+    py: Python<'py>,
+    message: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    {
         let ty_obj = message.get_item(intern!(py, "type"))?;
         let ty = ty_obj.cast::<PyString>()?.to_cow()?;
         let as_dict = message.cast::<PyDict>().ok();
@@ -496,13 +826,6 @@ impl Sender {
         };
         r.sent(py, &ty, result)
     }
-
-    /// Called by the Python runner when the app coroutine ends. Returns
-    /// true when the response was not complete (ferrule then sent a 500, or
-    /// closed the connection if part of the response had been written).
-    pub fn app_done(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
-        self.r.app_done(py, failed)
-    }
 }
 
 /// Builds the scope and starts the app for a parsed request.
@@ -550,12 +873,14 @@ pub fn start_app(
             py,
             Receive {
                 r: responder.clone(),
+                spare: Mutex::new(None),
             },
         )?;
         let send = Py::new(
             py,
             Sender {
                 r: responder.clone(),
+                spare: Mutex::new(None),
             },
         )?;
         Ok((scope, receive.into_any(), send.into_any()))
@@ -585,6 +910,7 @@ pub(super) fn conn_entry(
     let known = bridge.conns().get_mut(&id).map(|e| {
         let tls = e.tls.as_ref().map(|t| t.clone_ref(py));
         let addrs = (e.client.clone_ref(py), e.server.clone_ref(py), tls);
+        e.end_pending = false;
         (addrs, (e.recv_waiter.take(), e.send_waiter.take()))
     });
     if let Some((addrs, stale)) = known {
@@ -605,6 +931,7 @@ pub(super) fn conn_entry(
             tls: tls.as_ref().map(|t| t.clone_ref(py)),
             recv_waiter: None,
             send_waiter: None,
+            end_pending: false,
         };
         bridge.conns().insert(id, entry);
     }
@@ -684,8 +1011,12 @@ pub fn on_wake(py: Python<'_>, bridge: &Bridge, exchange: &dyn HttpExchange) -> 
         ),
         None => (None, None),
     };
-    if let (Some(w), Some(got)) = (recv, &up.receive) {
-        resolve(py, w, received_msg(py, got, body))?;
+    if let (Some(w), Some(mut got)) = (recv, up.receive) {
+        if bridge.refs.body_end_event {
+            let has_body = body.as_ref().is_some_and(|b| !b.as_bytes().is_empty());
+            split_end(bridge, exchange.id(), &mut got, has_body);
+        }
+        resolve(py, w, received_msg(py, &got, body))?;
     }
     if let (Some(w), Some(ok)) = (send, up.send) {
         let v = match ok {

@@ -151,7 +151,7 @@ pub fn build_scope<'py>(
         let t = PyTuple::new(
             py,
             [
-                PyBytes::new(py, head.bytes(*n)),
+                PyBytes::new(py, head.name_as_sent(*n)),
                 PyBytes::new(py, head.bytes(*v)),
             ],
         )?;

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ferrule_engine::engine::EventFd;
 use ferrule_engine::net::proxy::TrustedProxies;
 use ferrule_engine::net::tls::{TlsAcceptor, TlsSettings, ALPN_AUTO, ALPN_H1, ALPN_H2};
 use ferrule_engine::proto::h1::{Limits, ResponseDefaults};
@@ -32,7 +33,9 @@ pyo3::create_exception!(
 /// The option keys `Engine(options)` reads: exactly these, each once. The
 /// Python option table says which options the engine gets; a test checks
 /// the two agree.
-const OPTIONS: [&str; 41] = [
+const OPTIONS: [&str; 43] = [
+    "bind",
+    "raw_header_names",
     "host",
     "port",
     "fd",
@@ -131,7 +134,8 @@ fn tls_acceptor(d: &Bound<'_, PyDict>) -> PyResult<Option<Arc<TlsAcceptor>>> {
 
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct Engine {
-    core: ferrule_engine::Engine,
+    /// Shared with the engine thread in embedded mode.
+    core: Arc<ferrule_engine::Engine>,
     root_path: String,
     bridge: OnceLock<Arc<Bridge>>,
     /// The WSGI app's worker pool (`interface="wsgi"`).
@@ -140,6 +144,40 @@ pub struct Engine {
     ready: Mutex<Vec<(i32, u32)>>,
     /// The event batch's buffer, kept between iterations.
     batch: Mutex<Vec<Event>>,
+    /// Embedded mode: the engine's own thread and the eventfd it notifies.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    eventfd: Mutex<Option<Arc<EventFd>>>,
+}
+
+/// One `--bind` value: `host:port`, `[v6]:port`, `unix:/path` or `fd://N`.
+fn parse_bind(spec: &str) -> PyResult<Bind> {
+    let bad = || PyValueError::new_err(format!("invalid bind '{spec}'"));
+    if let Some(path) = spec.strip_prefix("unix:") {
+        return Ok(Bind::Unix(path.to_string()));
+    }
+    if let Some(fd) = spec.strip_prefix("fd://") {
+        return fd.parse().map(Bind::Fd).map_err(|_| bad());
+    }
+    let (host, port) = spec.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok(Bind::Tcp {
+        host: host.to_string(),
+        port: port.parse().map_err(|_| bad())?,
+    })
+}
+
+/// True once the interpreter is finalizing: a thread that takes the GIL
+/// back then is ended by `pthread_exit`, whose forced unwind through
+/// Rust frames aborts the process.
+fn finalizing() -> bool {
+    extern "C" {
+        fn _Py_IsFinalizing() -> std::os::raw::c_int;
+    }
+    // SAFETY: reads the runtime's finalizing pointer; no GIL needed.
+    unsafe { _Py_IsFinalizing() != 0 }
 }
 
 fn item<'py>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -229,6 +267,7 @@ impl Engine {
                 max_head_bytes: item(d, "limit_request_head_size")?.extract()?,
                 max_headers: item(d, "limit_request_fields")?.extract()?,
                 max_target_bytes: item(d, "limit_request_line")?.extract()?,
+                keep_header_case: item(d, "raw_header_names")?.extract()?,
             },
             defaults: ResponseDefaults {
                 server_header: item(d, "server_header")?.extract()?,
@@ -268,18 +307,28 @@ impl Engine {
         };
         let fd: Option<i32> = item(d, "fd")?.extract()?;
         let uds: Option<String> = item(d, "uds")?.extract()?;
-        let bind = match (fd, uds) {
-            (Some(fd), _) => Bind::Fd(fd),
-            (None, Some(path)) => Bind::Unix(path),
-            (None, None) => Bind::Tcp {
-                host: item(d, "host")?.extract()?,
-                port: item(d, "port")?.extract()?,
-            },
+        let specs: Option<Vec<String>> = item(d, "bind")?.extract()?;
+        let binds = match specs {
+            // --bind (repeatable) replaces --host/--port/--uds/--fd.
+            Some(specs) if !specs.is_empty() => specs
+                .iter()
+                .map(|s| parse_bind(s))
+                .collect::<PyResult<Vec<_>>>()?,
+            _ => vec![match (fd, uds) {
+                (Some(fd), _) => Bind::Fd(fd),
+                (None, Some(path)) => Bind::Unix(path),
+                (None, None) => Bind::Tcp {
+                    host: item(d, "host")?.extract()?,
+                    port: item(d, "port")?.extract()?,
+                },
+            }],
         };
         let backlog: i32 = item(d, "backlog")?.extract()?;
-        let core = ferrule_engine::Engine::new(cfg, &bind, backlog).map_err(os_error)?;
+        let core = ferrule_engine::Engine::with_binds(cfg, &binds, backlog).map_err(os_error)?;
         Ok(Self {
-            core,
+            core: Arc::new(core),
+            thread: Mutex::new(None),
+            eventfd: Mutex::new(None),
             root_path: item(d, "root_path")?.extract()?,
             bridge: OnceLock::new(),
             wsgi: OnceLock::new(),
@@ -318,6 +367,62 @@ impl Engine {
         self.core.bound_address()
     }
 
+    /// Every listener's `(host, port)` (`(path, 0)` for a Unix socket).
+    #[getter]
+    fn bound_addresses(&self) -> Vec<(String, u16)> {
+        self.core.bound_addresses().to_vec()
+    }
+
+    /// Embedded mode: runs the engine on a thread of its own and returns
+    /// the eventfd that turns readable when events wait; the loop calls
+    /// `on_ready()` then (`loop.add_reader(fd, engine.on_ready)`).
+    fn start_thread(&self) -> PyResult<i32> {
+        if self.wsgi.get().is_some() {
+            return Err(PyRuntimeError::new_err(
+                "a WSGI app is served by Server.run(), not on the caller's loop",
+            ));
+        }
+        let mut slot = lock(&self.thread);
+        if slot.is_some() {
+            return Err(PyRuntimeError::new_err("engine thread already running"));
+        }
+        let efd = Arc::new(EventFd::new().map_err(os_error)?);
+        let fd = efd.fd();
+        let core = self.core.clone();
+        let notify = efd.clone();
+        let handle = std::thread::Builder::new()
+            .name("ferrule-engine".into())
+            .spawn(move || core.run_threaded(&|| notify.notify()))
+            .map_err(os_error)?;
+        *slot = Some(handle);
+        *lock(&self.eventfd) = Some(efd);
+        Ok(fd)
+    }
+
+    /// The loop's reader callback: hands the queued events to the bridge.
+    fn on_ready(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(efd) = lock(&self.eventfd).as_ref() {
+            efd.drain();
+        }
+        let mut batch = std::mem::take(&mut *lock(&self.batch));
+        self.core.take_notified(&mut batch);
+        self.dispatch_batch(py, batch)
+    }
+
+    /// Ends the engine thread and waits for it; closes the eventfd (remove
+    /// the loop's reader first).
+    fn stop_thread(&self, py: Python<'_>) {
+        let handle = lock(&self.thread).take();
+        if let Some(h) = handle {
+            self.core.stop_thread();
+            // The thread only leaves its poll: a short wait, off the GIL.
+            py.detach(|| {
+                let _ = h.join();
+            });
+        }
+        lock(&self.eventfd).take();
+    }
+
     fn register(&self, fd: i32, events: u32) -> PyResult<()> {
         Ok(self.core.poller().register(fd, events)?)
     }
@@ -342,7 +447,8 @@ impl Engine {
     /// keys.
     #[pyo3(signature = (event_loop, app, runner, report, *, state = None, access_log = None,
                         task_name = "ferrule-http", native_tasks = true, debug_log = None,
-                        durations = false, reset_contextvars = false, wsgi_environ = None))]
+                        durations = false, reset_contextvars = false,
+                        body_end_event = false, wsgi_environ = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -358,6 +464,7 @@ impl Engine {
         debug_log: Option<Py<PyAny>>,
         durations: bool,
         reset_contextvars: bool,
+        body_end_event: bool,
         wsgi_environ: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         if wsgi_environ.is_some() != self.core.shared().cfg.app_threads {
@@ -409,6 +516,7 @@ impl Engine {
             done: done.unbind(),
             access_log,
             fresh_context: reset_contextvars,
+            body_end_event,
             debug_log,
         };
         let shared = self.core.shared();
@@ -449,10 +557,21 @@ impl Engine {
         let wait = Wait::from_timeout(timeout);
         let core = &self.core;
         let wsgi = self.wsgi.get();
-        py.detach(|| match wsgi {
-            None => core.wait(wait),
-            Some(pool) => self.wait_wsgi(pool, wait),
+        let exiting = py.detach(|| {
+            match wsgi {
+                None => core.wait(wait),
+                Some(pool) => self.wait_wsgi(pool, wait),
+            }
+            finalizing()
         });
+        if exiting {
+            // A daemon thread at interpreter exit: taking the GIL back
+            // would end this thread by a forced unwind through Rust frames
+            // (an abort). Wait here for the process to end instead.
+            loop {
+                std::thread::park();
+            }
+        }
         let ready = {
             let mut out = lock(&self.ready);
             core.ready_fds(&mut out);
@@ -466,6 +585,19 @@ impl Engine {
     /// after their current response (which carries `Connection: close`).
     fn shutdown(&self) {
         self.core.shutdown();
+    }
+
+    /// Serving is over: ends the engine thread, closes every connection
+    /// and listener now (not when the engine is collected).
+    fn close(&self, py: Python<'_>) {
+        self.stop_thread(py);
+        self.core.shutdown();
+        self.core.close();
+        // Pending request tasks hold the bridge, which holds them.
+        if let Some(b) = self.bridge.get() {
+            let tasks = b.tasks.tasks().clear();
+            drop(tasks);
+        }
     }
 
     /// Request tasks still running (when requests run as RequestTasks).
@@ -572,6 +704,10 @@ impl Engine {
     fn dispatch(&self, py: Python<'_>) -> PyResult<()> {
         let mut batch = std::mem::take(&mut *lock(&self.batch));
         self.core.take_events(&mut batch);
+        self.dispatch_batch(py, batch)
+    }
+
+    fn dispatch_batch(&self, py: Python<'_>, mut batch: Vec<Event>) -> PyResult<()> {
         if batch.is_empty() {
             *lock(&self.batch) = batch;
             return Ok(());
@@ -587,6 +723,10 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        if let Some(h) = lock(&self.thread).take() {
+            self.core.stop_thread();
+            let _ = h.join();
+        }
         // Request tasks still pending (an app that ignored its
         // cancellation) hold the bridge, which holds them: break the cycle.
         if let Some(b) = self.bridge.get() {

@@ -194,6 +194,14 @@ impl Executor {
         }
     }
 
+    /// Wakes the `block_on` future that polls this executor, from another
+    /// thread (the engine runs on a thread of its own when embedded).
+    pub fn wake_main(&self) {
+        if let Some(w) = lock(&self.queue.main).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
     /// Drops every future (the engine is going away).
     pub fn clear(&self) {
         let futs: Vec<BoxFuture> = lock(&self.slots)

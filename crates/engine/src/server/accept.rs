@@ -1,5 +1,6 @@
 //! The accept loop: a connection driver per accepted socket.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -13,9 +14,28 @@ use super::ws;
 use crate::net::listener::{accept, Listener};
 
 /// Accepts until cancelled; each connection gets its own driver future.
+/// Also ends at shutdown: when the engine runs on a thread of its own, the
+/// loop thread's cancel may miss a future that thread is polling.
 pub async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
     loop {
-        match accept(&listener).await {
+        // Created before the check: it sees any later trigger.
+        let stopping = shared.shutdown.notified();
+        if shared.is_shutting_down() {
+            return;
+        }
+        let mut stopping = std::pin::pin!(stopping);
+        let mut accepting = std::pin::pin!(accept(&listener));
+        let got = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(r) = accepting.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(r));
+            }
+            stopping.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let Some(got) = got else {
+            return;
+        };
+        match got {
             Ok((stream, peer, local)) => {
                 Stats::inc(&shared.stats.connections);
                 shared.stats.active_connections.fetch_add(1, Relaxed);

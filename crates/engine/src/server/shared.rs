@@ -55,6 +55,19 @@ pub struct Shared {
     next_id: AtomicU64,
     /// Open connections, so shutdown can reach the busy ones.
     conns: Mutex<HashMap<ConnId, Arc<dyn Connection>>>,
+    /// The engine runs on a thread of its own (embedded on a loop ferrule
+    /// did not create): the loop thread wakes it once per batch, or per
+    /// call outside a batch, instead of the next `select()` draining
+    /// `to_wake` and `deferred`.
+    threaded: AtomicBool,
+    /// A remote wake is on its way to the engine thread (cleared when its
+    /// poll starts), so a batch costs one wake, not one per connection.
+    kick_pending: AtomicBool,
+    /// The engine thread told the loop thread events are queued (its
+    /// eventfd); cleared by the loop thread before it takes them.
+    notified: AtomicBool,
+    /// The engine thread must return.
+    stop: AtomicBool,
     /// With `cfg.app_threads`: the waker of the `select()` in progress (an
     /// app thread's schedule wakes it), and whether `to_wake` got entries
     /// since it was last drained.
@@ -83,6 +96,10 @@ impl Shared {
             loop_waker: Mutex::new(None),
             remote: AtomicBool::new(false),
             debug: AtomicBool::new(false),
+            threaded: AtomicBool::new(false),
+            kick_pending: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +141,7 @@ impl Shared {
     /// to look at its state.
     pub fn schedule(&self, conn: Arc<dyn Connection>) {
         lock(&self.to_wake).push(conn);
+        self.kick_outside_batch();
         if self.cfg.app_threads {
             // The loop may be blocked in select() with nothing else to
             // wake it: one wake per schedule (a write that left bytes for
@@ -161,6 +179,64 @@ impl Shared {
 
     pub fn defer(&self, conn: Arc<dyn Connection>) {
         lock(&self.deferred).push(conn);
+        self.kick_outside_batch();
+    }
+
+    /// Threaded mode: a call outside a dispatch batch (an app step the
+    /// loop ran) has no batch end to ride on, so it wakes the engine now.
+    #[inline]
+    fn kick_outside_batch(&self) {
+        if self.threaded.load(Ordering::Relaxed) && !self.in_dispatch() {
+            self.kick();
+        }
+    }
+
+    pub fn set_threaded(&self) {
+        self.threaded.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_threaded(&self) -> bool {
+        self.threaded.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the engine thread, unless a wake is already on its way.
+    pub fn kick(&self) {
+        if !self.kick_pending.swap(true, Ordering::SeqCst) {
+            self.exec.wake_main();
+        }
+    }
+
+    /// The engine thread starts a poll: later kicks must wake it again.
+    pub fn clear_kick(&self) {
+        self.kick_pending.store(false, Ordering::SeqCst);
+    }
+
+    /// True when the engine thread must notify the loop thread (the first
+    /// time events are seen since the loop thread last took them).
+    pub fn should_notify(&self) -> bool {
+        self.has_events() && !self.notified.swap(true, Ordering::SeqCst)
+    }
+
+    /// The loop thread is about to take the events: the next ones notify.
+    pub fn clear_notified(&self) {
+        self.notified.store(false, Ordering::SeqCst);
+    }
+
+    /// Threaded mode, end of a batch: one wake for what it queued.
+    pub fn kick_if_queued(&self) {
+        if !lock(&self.to_wake).is_empty() || !lock(&self.deferred).is_empty() {
+            self.kick();
+        }
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.kick_pending.store(false, Ordering::SeqCst);
+        self.kick();
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     pub fn in_dispatch(&self) -> bool {

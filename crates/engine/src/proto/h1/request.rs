@@ -76,6 +76,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request target (414 beyond).
     pub max_target_bytes: usize,
+    /// Keep a copy of the head with header names as the client sent them
+    /// (`--raw-header-names`); off, nothing is copied.
+    pub keep_header_case: bool,
 }
 
 impl Default for Limits {
@@ -84,6 +87,7 @@ impl Default for Limits {
             max_head_bytes: 64 * 1024,
             max_headers: 100,
             max_target_bytes: 8 * 1024,
+            keep_header_case: false,
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct RequestHead {
     pub framing: BodyFraming,
     /// Client's wish (RFC 9112 §9.3).
     pub keep_alive: bool,
+    /// The head as received, names in their case (`Limits::keep_header_case`).
+    /// Boxed: one word, so the head moves as cheaply as without it.
+    pub as_sent: Option<Box<Bytes>>,
     /// `Expect: 100-continue` on an HTTP/1.1 request that has a body.
     pub expect_continue: bool,
 }
@@ -115,6 +122,16 @@ impl RequestHead {
     #[inline]
     pub fn bytes(&self, s: Span) -> &[u8] {
         self.raw.get(s.range()).unwrap_or_default()
+    }
+
+    /// A header name's bytes as the client sent them (lower-cased unless
+    /// the head was parsed with `Limits::keep_header_case`).
+    #[inline]
+    pub fn name_as_sent(&self, s: Span) -> &[u8] {
+        match &self.as_sent {
+            Some(b) => b.get(s.range()).unwrap_or_default(),
+            None => self.bytes(s),
+        }
     }
 
     #[inline]
@@ -191,6 +208,9 @@ pub fn parse_request_head(
     } = scanned;
 
     let head = &mut buf[skip..skip + len];
+    let as_sent = limits
+        .keep_header_case
+        .then(|| Box::new(Bytes::copy_from_slice(head)));
     let (path, query) = split_target(head, method, target)?;
     let facts = classify_headers(head, &headers)?;
 
@@ -229,6 +249,7 @@ pub fn parse_request_head(
         framing,
         keep_alive,
         expect_continue,
+        as_sent,
     }))
 }
 

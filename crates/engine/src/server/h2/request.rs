@@ -98,6 +98,8 @@ pub fn build_head<B>(req: &http::Request<B>) -> RequestHead {
         framing,
         keep_alive: true,
         expect_continue: false,
+        // HTTP/2 field names are lowercase on the wire (RFC 9113 §8.2.1).
+        as_sent: None,
     }
 }
 

@@ -920,6 +920,7 @@ fn invalid_heads_fail_the_same_when_split() {
         max_head_bytes: 48,
         max_headers: 100,
         max_target_bytes: 12,
+        ..Limits::default()
     };
     for input in [
         format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(20)),
@@ -946,6 +947,7 @@ fn arb_limits() -> impl Strategy<Value = Limits> {
         max_head_bytes: h,
         max_headers: n,
         max_target_bytes: t,
+        ..Limits::default()
     })
 }
 
@@ -1116,4 +1118,23 @@ proptest! {
             Some((s, _)) => prop_assert_eq!(s, whole),
         }
     }
+}
+
+#[test]
+fn header_names_keep_their_case_when_asked() {
+    let limits = Limits {
+        keep_header_case: true,
+        ..Limits::default()
+    };
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: h\r\nX-Amz-Date: 1\r\n\r\n"[..]);
+    let head = parse_request_head(&mut buf, &limits).unwrap().unwrap();
+    let (n, _) = head.headers[1];
+    assert_eq!(head.bytes(n), b"x-amz-date");
+    assert_eq!(head.name_as_sent(n), b"X-Amz-Date");
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: h\r\nX-Amz-Date: 1\r\n\r\n"[..]);
+    let head = parse_request_head(&mut buf, &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert!(head.as_sent.is_none());
+    assert_eq!(head.name_as_sent(head.headers[1].0), b"x-amz-date");
 }
