@@ -10,10 +10,12 @@ For each server in SERVERS (pinned to CPU 0; the clients to CPU 1), one run:
   server CPU-second.
 
     python benchmarks/gateway/run.py                         # every server, 20 s each
+    python benchmarks/gateway/run.py --repeat 3 --seconds 8  # medians of 3 rounds
     python benchmarks/gateway/run.py --seconds 2 --servers ferrule-serve,twisted
 
-Writes a markdown table to stdout (and --json, if given). The lead runs it on
-a quiet machine; smoke runs use --seconds 2.
+With --repeat N the servers take turns within each round, and every figure
+is the median of its N runs. Writes a markdown table to stdout (and --json,
+if given). Run it on a quiet machine; smoke runs use --seconds 2.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -161,19 +164,26 @@ def main() -> None:
     p.add_argument("--servers", default=",".join(SHORT),
                    help="comma-separated: " + ", ".join(SHORT))
     p.add_argument("--json", help="append the figures to this JSON-lines file")
+    p.add_argument("--repeat", type=int, default=1, help="rounds; figures are medians")
     args = p.parse_args()
-    rows = []
-    for short in args.servers.split(","):
-        name = SHORT[short]
-        argv = SERVERS[name]
-        if argv is None:
-            print(f"# {name}: not available on this branch", file=sys.stderr)
-            continue
-        r = run_one(name, argv, args)
-        rows.append((name, r))
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps({"server": name, **r}) + "\n")
+    runs: dict[str, list[dict[str, float]]] = {}
+    for round_no in range(args.repeat):
+        for short in args.servers.split(","):
+            name = SHORT[short]
+            argv = SERVERS[name]
+            if argv is None:
+                print(f"# {name}: not available on this branch", file=sys.stderr)
+                continue
+            r = run_one(name, argv, args)
+            runs.setdefault(name, []).append(r)
+            print(f"# round {round_no + 1} {name}: {r}", file=sys.stderr)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({"server": name, "round": round_no + 1, **r}) + "\n")
+    rows = [
+        (name, {k: statistics.median(r[k] for r in rs) for k in rs[0]})
+        for name, rs in runs.items()
+    ]
     print("| server | boto3 calls/s (c=1) | calls per server CPU-s | SDK CPU per call | "
           f"raw POST req/s (wrk c={args.conns}) | req per server CPU-s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -291,7 +291,7 @@ class Config:
                 )
             self.limit_request_head_size = self.h11_max_incomplete_event_size
         self.reset_contextvars: bool = _valid("reset_contextvars", reset_contextvars)
-        # Embedding (issue 13): several listeners, rolo's body quirk, and
+        # Embedding: several listeners, rolo's body quirk, and
         # header names as sent.
         self.bind: list[str] = _valid("bind", bind)
         self.request_body_end_event: bool = _valid(
