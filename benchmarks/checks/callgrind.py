@@ -90,14 +90,32 @@ def run_once(
     paths = [*extra_path, os.path.join(BENCH, "apps")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     argv = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-        python, "-m", "ferrule", f"{module}:app", "--port", str(port),
-        "--no-access-log", "--log-level", "warning", *APP_ARGS.get(app, []), *server_args,
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        python,
+        "-m",
+        "ferrule",
+        f"{module}:app",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *APP_ARGS.get(app, []),
+        *server_args,
     ]
     if embedded:
         # The engine on its own thread, the app on a stock asyncio loop.
-        argv[3:] = [python, os.path.join(HERE, "serve_embedded.py"), f"{module}:app", str(port)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv[3:] = [
+            python,
+            os.path.join(HERE, "serve_embedded.py"),
+            f"{module}:app",
+            str(port),
+        ]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_port(port, proc, 180)
         if requests:
@@ -105,11 +123,19 @@ def run_once(
             subprocess.run(
                 # Debian's wrk does not end the run when the script stops
                 # its thread: the duration only has to cover the N requests.
-                ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s",
-                 os.path.join(BENCH, "lua", "stop_after.lua"),
-                 *(["-H", "Connection: close"] if close else []),
-                 f"{scheme}://127.0.0.1:{port}{path}"],
-                env=wrk_env, check=True, stdout=subprocess.DEVNULL,
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{conns}",
+                    f"-d{seconds}s",
+                    "-s",
+                    os.path.join(BENCH, "lua", "stop_after.lua"),
+                    *(["-H", "Connection: close"] if close else []),
+                    f"{scheme}://127.0.0.1:{port}{path}",
+                ],
+                env=wrk_env,
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
     finally:
         proc.send_signal(signal.SIGINT)
@@ -123,43 +149,106 @@ def main() -> None:
     p.add_argument("--apps", default="hello,starlette-plain")
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--conns", type=int, default=16)
-    p.add_argument("--seconds", type=int, default=40, help="wrk's duration (covers the N requests)")
+    p.add_argument(
+        "--seconds", type=int, default=40, help="wrk's duration (covers the N requests)"
+    )
     p.add_argument("--label", default="")
-    p.add_argument("--pythonpath", action="append", default=[],
-                   help="a directory put first on the server's PYTHONPATH (another build of ferrule)")
+    p.add_argument(
+        "--pythonpath",
+        action="append",
+        default=[],
+        help="a directory put first on the server's PYTHONPATH (another build of ferrule)",
+    )
     p.add_argument("--json", help="append the figures to this JSON-lines file")
-    p.add_argument("--server-arg", action="append", default=[],
-                   help="one more argument for ferrule (repeat: --server-arg=--metrics-bind "
-                        "--server-arg=127.0.0.1:9100)")
-    p.add_argument("--https", action="store_true",
-                   help="serve HTTPS (a certificate made here) and run wrk over https")
-    p.add_argument("--close", action="store_true",
-                   help="a new connection per request (with --https: a handshake each)")
-    p.add_argument("--embedded", action="store_true",
-                   help="serve with await Server.serve() on a stock asyncio loop")
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="one more argument for ferrule (repeat: --server-arg=--metrics-bind "
+        "--server-arg=127.0.0.1:9100)",
+    )
+    p.add_argument(
+        "--https",
+        action="store_true",
+        help="serve HTTPS (a certificate made here) and run wrk over https",
+    )
+    p.add_argument(
+        "--close",
+        action="store_true",
+        help="a new connection per request (with --https: a handshake each)",
+    )
+    p.add_argument(
+        "--embedded",
+        action="store_true",
+        help="serve with await Server.serve() on a stock asyncio loop",
+    )
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server_args, scheme = list(a.server_arg), "http"
         if a.https:
             cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
             subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                 "-days", "2", "-subj", "/CN=localhost"],
-                check=True, capture_output=True)
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    key,
+                    "-out",
+                    cert,
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+                check=True,
+                capture_output=True,
+            )
             server_args += ["--ssl-certfile", cert, "--ssl-keyfile", key]
             scheme = "https"
         for app in a.apps.split(","):
-            base = run_once(a.python, a.pythonpath, app, APPS[app][1], 0, a.conns, a.seconds,
-                            os.path.join(tmp, "idle.out"), server_args, scheme, a.close,
-                            a.embedded)
-            full = run_once(a.python, a.pythonpath, app, APPS[app][1], a.requests, a.conns,
-                            a.seconds, os.path.join(tmp, "load.out"), server_args, scheme,
-                            a.close, a.embedded)
+            base = run_once(
+                a.python,
+                a.pythonpath,
+                app,
+                APPS[app][1],
+                0,
+                a.conns,
+                a.seconds,
+                os.path.join(tmp, "idle.out"),
+                server_args,
+                scheme,
+                a.close,
+                a.embedded,
+            )
+            full = run_once(
+                a.python,
+                a.pythonpath,
+                app,
+                APPS[app][1],
+                a.requests,
+                a.conns,
+                a.seconds,
+                os.path.join(tmp, "load.out"),
+                server_args,
+                scheme,
+                a.close,
+                a.embedded,
+            )
             per = (full - base) / a.requests
-            row = {"label": a.label, "app": app, "requests": a.requests,
-                   "scheme": scheme, "close": a.close,
-                   "instructions_per_request": round(per)}
+            row = {
+                "label": a.label,
+                "app": app,
+                "requests": a.requests,
+                "scheme": scheme,
+                "close": a.close,
+                "instructions_per_request": round(per),
+            }
             print(json.dumps(row), flush=True)
             if a.json:
                 with open(a.json, "a", encoding="utf-8") as f:

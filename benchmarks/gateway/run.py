@@ -117,8 +117,16 @@ def boto3_calls(port: int, seconds: float, server_pid: int) -> dict[str, float]:
 
 def wrk_post(port: int, seconds: int, server_pid: int, conns: int) -> dict[str, float]:
     argv = [
-        "taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
-        "-s", os.path.join(HERE, "sqs_post.lua"), f"http://127.0.0.1:{port}/",
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "-s",
+        os.path.join(HERE, "sqs_post.lua"),
+        f"http://127.0.0.1:{port}/",
     ]
     cpu0 = tree_cpu_seconds(server_pid)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -137,10 +145,14 @@ def wrk_post(port: int, seconds: int, server_pid: int, conns: int) -> dict[str, 
 
 def run_one(name: str, argv: list[str], args: argparse.Namespace) -> dict[str, float]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), ROOT]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), ROOT])
+    )
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *argv, str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
     try:
@@ -161,8 +173,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--conns", type=int, default=16, help="wrk's connections")
-    p.add_argument("--servers", default=",".join(SHORT),
-                   help="comma-separated: " + ", ".join(SHORT))
+    p.add_argument(
+        "--servers",
+        default=",".join(SHORT),
+        help="comma-separated: " + ", ".join(SHORT),
+    )
     p.add_argument("--json", help="append the figures to this JSON-lines file")
     p.add_argument("--repeat", type=int, default=1, help="rounds; figures are medians")
     args = p.parse_args()
@@ -179,19 +194,25 @@ def main() -> None:
             print(f"# round {round_no + 1} {name}: {r}", file=sys.stderr)
             if args.json:
                 with open(args.json, "a") as f:
-                    f.write(json.dumps({"server": name, "round": round_no + 1, **r}) + "\n")
+                    f.write(
+                        json.dumps({"server": name, "round": round_no + 1, **r}) + "\n"
+                    )
     rows = [
         (name, {k: statistics.median(r[k] for r in rs) for k in rs[0]})
         for name, rs in runs.items()
     ]
-    print("| server | boto3 calls/s (c=1) | calls per server CPU-s | SDK CPU per call | "
-          f"raw POST req/s (wrk c={args.conns}) | req per server CPU-s |")
+    print(
+        "| server | boto3 calls/s (c=1) | calls per server CPU-s | SDK CPU per call | "
+        f"raw POST req/s (wrk c={args.conns}) | req per server CPU-s |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, r in rows:
         flag = " (errors)" if r["post_errors"] else ""
-        print(f"| {name} | {r['calls_per_s']:,.0f} | {r['calls_per_server_cpu_s']:,.0f} | "
-              f"{r['sdk_cpu_us_per_call']:,.0f} µs | {r['post_per_s']:,.0f}{flag} | "
-              f"{r['post_per_server_cpu_s']:,.0f} |")
+        print(
+            f"| {name} | {r['calls_per_s']:,.0f} | {r['calls_per_server_cpu_s']:,.0f} | "
+            f"{r['sdk_cpu_us_per_call']:,.0f} µs | {r['post_per_s']:,.0f}{flag} | "
+            f"{r['post_per_server_cpu_s']:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ def _http(value: Any) -> str:
         result: str = value
         return result
     raise Invalid("expected one of " + ", ".join(HTTP_MODES) + " (or module:Class)")
+
+
 #: uvicorn's --reload-include/--reload-exclude defaults.
 RELOAD_INCLUDES: tuple[str, ...] = ("*.py",)
 RELOAD_EXCLUDES: tuple[str, ...] = (".*", ".py[cod]", ".sw.*", "~*")
@@ -1169,6 +1171,8 @@ def http_mode(http: str, http2: bool) -> str:
     if http2 and mode == "h1":
         return "auto"
     return mode
+
+
 ENGINE_OPTIONS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.engine)
 
 

@@ -51,14 +51,18 @@ class Asgi3Object:
         (asgi3, "asgi3", False),
     ],
 )
-def test_auto_tells_asgi2_from_asgi3_as_uvicorn(app: Any, interface: str, adapted: bool) -> None:
+def test_auto_tells_asgi2_from_asgi3_as_uvicorn(
+    app: Any, interface: str, adapted: bool
+) -> None:
     loaded = Config(app, interface=interface).load_app()
     assert (loaded is not app) == adapted
 
 
 @pytest.mark.engine
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("app, body", [(Asgi2App, b"asgi2 /x"), (asgi2_function, b"asgi2 function")])
+@pytest.mark.parametrize(
+    "app, body", [(Asgi2App, b"asgi2 /x"), (asgi2_function, b"asgi2 function")]
+)
 def test_asgi2_apps_are_served(serve: Any, app: Any, body: bytes) -> None:
     reply = fetch(serve(app, lifespan="off"), "/x")
     assert reply.status == 200 and reply.body == body
@@ -70,4 +74,7 @@ def test_loop_and_http_flags_are_accepted_with_a_notice(run_cli: Any) -> None:
     proc = run_cli("examples.hello:app", "--loop", "uvloop", "--http", "httptools")
     out = proc.output
     assert "--loop uvloop has no effect" in out
-    assert "--http httptools: ferrule's own engine serves HTTP/1.1 only (as --http h1)" in out
+    assert (
+        "--http httptools: ferrule's own engine serves HTTP/1.1 only (as --http h1)"
+        in out
+    )

@@ -26,8 +26,14 @@ def test_no_notice_for_http2_and_ws_flags() -> None:
 @pytest.mark.engine
 def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
     server = run_cli(
-        APP, "--ws", "websockets", "--ws-ping-interval", "5",
-        "--ws-per-message-deflate", "false", "--http2",
+        APP,
+        "--ws",
+        "websockets",
+        "--ws-ping-interval",
+        "5",
+        "--ws-per-message-deflate",
+        "false",
+        "--http2",
     )
     assert httpx.get(server.url + "/").status_code == 200
     notices = [line for line in server.stderr_lines if "WARNING" in line]
@@ -36,10 +42,16 @@ def test_cli_ws_flags_serve_without_a_notice(run_cli: Any) -> None:
 
 
 def test_h11_max_incomplete_event_size_sets_the_head_limit() -> None:
-    assert Config("m:a", h11_max_incomplete_event_size=4096).limit_request_head_size == 4096
-    assert Config(
-        "m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=4096
-    ).engine_options()["limit_request_head_size"] == 4096
+    assert (
+        Config("m:a", h11_max_incomplete_event_size=4096).limit_request_head_size
+        == 4096
+    )
+    assert (
+        Config(
+            "m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=4096
+        ).engine_options()["limit_request_head_size"]
+        == 4096
+    )
     with pytest.raises(ConfigError, match="give one of the two"):
         Config("m:a", h11_max_incomplete_event_size=4096, limit_request_head_size=8192)
 

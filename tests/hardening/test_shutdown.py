@@ -243,9 +243,9 @@ def test_shutdown_refuses_new_connections_at_once(serve):
     else:
         try:
             late.sendall(request("GET", "/late"))
-            data, closed = recv_until_eof(late, 3)
+            data, _closed = recv_until_eof(late, 3)
         except OSError:
-            data, closed = b"", True
+            data, _closed = b"", True
         finally:
             late.close()
         assert data == b"", f"a connection made after shutdown began was served: {data[:80]!r}"

@@ -45,7 +45,9 @@ def make_certs(directory: Path, name: str = "server") -> Certs:
     issued.cert_chain_pems[0].write_to_path(str(cert))
     issued.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(ca_file))
-    return Certs(directory, ca, cert, key, ca_file, issued.cert_chain_pems[0].bytes().decode())
+    return Certs(
+        directory, ca, cert, key, ca_file, issued.cert_chain_pems[0].bytes().decode()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +101,20 @@ def test_httpx_over_tls_sees_https_scope_and_tls_extension(
 def test_curl_over_tls(serve: Any, certs: Certs, flags: list[str]) -> None:
     srv = serve(scope_app, **tls(certs))
     out = subprocess.run(
-        ["curl", "-sS", "--http1.1", "--cacert", str(certs.ca_file), *flags,
-         "-w", "\n%{http_version} %{ssl_verify_result}", srv.url + "/"],
-        capture_output=True, text=True, timeout=20,
+        [
+            "curl",
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            str(certs.ca_file),
+            *flags,
+            "-w",
+            "\n%{http_version} %{ssl_verify_result}",
+            srv.url + "/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert out.returncode == 0, out.stderr
     body, tail = out.stdout.rsplit("\n", 1)
@@ -113,10 +126,23 @@ def test_curl_over_tls(serve: Any, certs: Certs, flags: list[str]) -> None:
 def test_openssl_s_client_alpn_and_cipher(serve: Any, certs: Certs) -> None:
     srv = serve(scope_app, **tls(certs))
     out = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}",
-         "-alpn", "h2,http/1.1", "-CAfile", str(certs.ca_file), "-tls1_2",
-         "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"],
-        input="", capture_output=True, text=True, timeout=20,
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{srv.port}",
+            "-alpn",
+            "h2,http/1.1",
+            "-CAfile",
+            str(certs.ca_file),
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     # HTTP/2 is offered first (tests/http2 for what follows).
     assert "ALPN protocol: h2" in out.stdout, out.stdout
@@ -138,7 +164,9 @@ def test_encrypted_pkcs8_key_with_its_password(
     )
     assert b"ENCRYPTED PRIVATE KEY" in encrypted.read_bytes()
     srv = serve(
-        scope_app, ssl_certfile=str(certs.cert), ssl_keyfile=str(encrypted),
+        scope_app,
+        ssl_certfile=str(certs.cert),
+        ssl_keyfile=str(encrypted),
         ssl_keyfile_password="s3cret",
     )
     response = httpx.get(srv.url + "/", verify=certs.client_context())
@@ -173,7 +201,9 @@ class RawTls:
     def __init__(self, port: int, ctx: ssl.SSLContext) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.obj = ctx.wrap_bio(
+            self.incoming, self.outgoing, server_hostname="localhost"
+        )
         while True:
             try:
                 self.obj.do_handshake()
@@ -243,7 +273,9 @@ def test_small_response_is_one_record_and_one_write_syscall(
         # A streamed response's chunks, sent without an await between them,
         # leave together as over TCP: one record, one write.
         before = srv.stats()["write_syscalls"]
-        plain, records = client.request(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", b"0\r\n\r\n")
+        plain, records = client.request(
+            b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", b"0\r\n\r\n"
+        )
         assert b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n" in plain
         assert len(records) == 1, records
         assert srv.stats()["write_syscalls"] - before == 1
@@ -280,8 +312,13 @@ def test_pathsend_file_over_tls(serve: Any, certs: Certs, tmp_path: Path) -> Non
         if scope["type"] != "http":
             return
         assert "http.response.pathsend" in scope["extensions"]
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(data)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(data)).encode())],
+            }
+        )
         await send({"type": "http.response.pathsend", "path": str(path)})
 
     srv = serve(app, **tls(certs))
@@ -302,16 +339,23 @@ def wait_stat(srv: Any, key: str, value: int, timeout: float = 5.0) -> int:
     return result
 
 
-def test_garbage_bytes_close_with_tls_error(serve: Any, certs: Certs, raw_client: Any) -> None:
+def test_garbage_bytes_close_with_tls_error(
+    serve: Any, certs: Certs, raw_client: Any
+) -> None:
     srv = serve(hello, **tls(certs))
-    for garbage in (b"\x00\x01\x02garbage\r\n\r\n", b"\x16\x03\x01\x00\x05hello" + b"\xff" * 64):
+    for garbage in (
+        b"\x00\x01\x02garbage\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello" + b"\xff" * 64,
+    ):
         c = raw_client(srv)
         c.send(garbage)
         assert c.closed_by_server()
         c.close()
     assert wait_stat(srv, "closed_tls_error", 2) == 2
     # The server still serves.
-    assert httpx.get(srv.url + "/", verify=certs.client_context()).text == "hello, world"
+    assert (
+        httpx.get(srv.url + "/", verify=certs.client_context()).text == "hello, world"
+    )
 
 
 def test_plain_http_on_a_tls_port(serve: Any, certs: Certs, raw_client: Any) -> None:
@@ -334,7 +378,9 @@ def test_stalled_handshake_is_closed_by_the_header_deadline(
     srv = serve(hello, **tls(certs, timeout_request_header=0.5, timeout_keep_alive=30))
     # The first bytes of a real ClientHello, then nothing.
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    obj = certs.client_context().wrap_bio(
+        incoming, outgoing, server_hostname="localhost"
+    )
     with pytest.raises(ssl.SSLWantReadError):
         obj.do_handshake()
     hello_bytes = outgoing.read()
@@ -361,11 +407,12 @@ def test_truncated_client_hellos_log_nothing_above_debug(
     assert noisy == []
 
 
-
 # ------------------------------------------------------- client certificates
 
 
-def client_ctx(certs: Certs, issuer: trustme.CA | None = None, **versions: Any) -> ssl.SSLContext:
+def client_ctx(
+    certs: Certs, issuer: trustme.CA | None = None, **versions: Any
+) -> ssl.SSLContext:
     ctx = certs.client_context(**versions)
     if issuer is not None:
         issuer.issue_cert("alice@example.org", common_name="alice").configure_cert(ctx)
@@ -381,7 +428,9 @@ def handshake_fails(srv: Any, ctx: ssl.SSLContext) -> bool:
 
 
 def test_client_certificate_required(serve: Any, certs: Certs) -> None:
-    srv = serve(scope_app, **tls(certs, ssl_cert_reqs=2, ssl_ca_certs=str(certs.ca_file)))
+    srv = serve(
+        scope_app, **tls(certs, ssl_cert_reqs=2, ssl_ca_certs=str(certs.ca_file))
+    )
     scope = scope_of(httpx.get(srv.url + "/", verify=client_ctx(certs, certs.ca)))
     info = scope["tls"]
     assert len(info["client_cert_chain"]) >= 1  # trustme sends its CA too
@@ -395,7 +444,9 @@ def test_client_certificate_required(serve: Any, certs: Certs) -> None:
 
 
 def test_client_certificate_optional(serve: Any, certs: Certs) -> None:
-    srv = serve(scope_app, **tls(certs, ssl_cert_reqs=1, ssl_ca_certs=str(certs.ca_file)))
+    srv = serve(
+        scope_app, **tls(certs, ssl_cert_reqs=1, ssl_ca_certs=str(certs.ca_file))
+    )
     with_cert = scope_of(httpx.get(srv.url + "/", verify=client_ctx(certs, certs.ca)))
     assert with_cert["tls"]["client_cert_name"].startswith("CN=alice,")
     without = scope_of(httpx.get(srv.url + "/", verify=client_ctx(certs)))
@@ -460,7 +511,9 @@ def test_tls_and_plain_on_one_port_interleaved_with_keep_alive(
     assert srv.stats()["requests"] == 10
     out = subprocess.run(
         ["curl", "-sS", "--cacert", str(certs.ca_file), srv.url + "/", plain_url],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert out.returncode == 0, out.stderr
     assert "'scheme': 'https'" in out.stdout and "'scheme': 'http'" in out.stdout
@@ -491,7 +544,9 @@ def test_proxy_protocol_header_before_the_tls_handshake(
     assert data.endswith(b"('https', '203.0.113.7')"), data
     if and_plain:
         plain = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-        plain.sendall(header + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        plain.sendall(
+            header + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := plain.recv(4096):
             data += chunk
@@ -510,16 +565,21 @@ def test_a_failed_handshake_is_one_debug_line(
     sock.close()
     wait_stat(srv, "closed_tls_error", 1)
     time.sleep(0.1)
-    lines = [r.getMessage() for r in caplog.records if "closed: tls_error" in r.getMessage()]
+    lines = [
+        r.getMessage() for r in caplog.records if "closed: tls_error" in r.getMessage()
+    ]
     assert len(lines) == 1, lines
-    assert caplog.records and all(r.levelname == "DEBUG" for r in caplog.records
-                                  if "Connection" in r.getMessage())
+    assert caplog.records and all(
+        r.levelname == "DEBUG" for r in caplog.records if "Connection" in r.getMessage()
+    )
 
 
 # ------------------------------------------------------------- WebSockets
 
 
-def test_websocket_over_tls_is_wss_with_the_tls_extension(serve: Any, certs: Certs) -> None:
+def test_websocket_over_tls_is_wss_with_the_tls_extension(
+    serve: Any, certs: Certs
+) -> None:
     from websockets.sync.client import connect as ws_connect
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -539,4 +599,7 @@ def test_websocket_over_tls_is_wss_with_the_tls_extension(serve: Any, certs: Cer
         ws.send("hello")
         scheme, version, text = str(ws.recv(timeout=5)).split()
     assert scheme == "wss" and text == "hello"
-    assert version in ("771", "772"), version  # 0x0303 or 0x0304, as the ASGI TLS extension says
+    assert version in (
+        "771",
+        "772",
+    ), version  # 0x0303 or 0x0304, as the ASGI TLS extension says

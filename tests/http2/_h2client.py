@@ -62,7 +62,9 @@ class H2Client:
         )
         self.conn.initiate_connection()
         if window is not None:
-            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+            self.conn.update_settings(
+                {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
+            )
         self.flush()
         self.buf = b""
         self.replies: dict[int, Reply] = {}
@@ -178,7 +180,10 @@ class H2Client:
     def settings_enable_connect_protocol(self) -> bool:
         """Whether the server sent SETTINGS_ENABLE_CONNECT_PROTOCOL = 1."""
         # The server's SETTINGS come first: one read has them.
-        while h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS not in self.conn.remote_settings:
+        while (
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+            not in self.conn.remote_settings
+        ):
             if not self.pump():
                 break
         return bool(self.conn.remote_settings.enable_connect_protocol)

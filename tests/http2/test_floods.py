@@ -501,9 +501,10 @@ def test_resetting_accepted_streams_does_not_lift_the_stream_limit(
     kind, code = verdict(conn, result)
     if PEER == "ferrule":
         assert refused, f"no stream refused: {conn.describe()}"
-        assert (kind, code) == ("goaway", ErrorCodes.ENHANCE_YOUR_CALM), (
-            f"got {kind} {code}: {conn.describe()}"
-        )
+        assert (kind, code) == (
+            "goaway",
+            ErrorCodes.ENHANCE_YOUR_CALM,
+        ), f"got {kind} {code}: {conn.describe()}"
     conn.close()
     probe = server.connect()
     probe.handshake()

@@ -112,7 +112,9 @@ def test_h2c_prior_knowledge_maps_pseudo_headers_into_the_scope(serve: Any) -> N
     assert r.headers["x-app"] == "yes" and r.headers["server"] == "ferrule"
 
 
-def test_tls_alpn_chooses_h2_and_the_scheme_is_https(serve: Any, certs: dict[str, str]) -> None:
+def test_tls_alpn_chooses_h2_and_the_scheme_is_https(
+    serve: Any, certs: dict[str, str]
+) -> None:
     server = serve(scope_app, **tls_opts(certs))
     with httpx.Client(http2=True, verify=client_ctx(certs)) as client:
         r = client.get(server.url + "/tls")
@@ -121,7 +123,9 @@ def test_tls_alpn_chooses_h2_and_the_scheme_is_https(serve: Any, certs: dict[str
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-@pytest.mark.parametrize("http, expected", [("auto", "ALPN protocol: h2"), ("h1", "No ALPN")])
+@pytest.mark.parametrize(
+    "http, expected", [("auto", "ALPN protocol: h2"), ("h1", "No ALPN")]
+)
 def test_openssl_s_client_alpn_choice(
     serve: Any, certs: dict[str, str], http: str, expected: str
 ) -> None:
@@ -136,7 +140,9 @@ def test_openssl_s_client_alpn_choice(
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
-def test_curl_upgrade_to_h2c_answers_the_upgrading_request_as_stream_1(serve: Any) -> None:
+def test_curl_upgrade_to_h2c_answers_the_upgrading_request_as_stream_1(
+    serve: Any,
+) -> None:
     server = serve(scope_app)
     out = subprocess.run(
         ["curl", "-sv", "--http2", server.url + "/up?q=1"],
@@ -149,7 +155,9 @@ def test_curl_upgrade_to_h2c_answers_the_upgrading_request_as_stream_1(serve: An
     info = json.loads(out.stdout)
     assert info["path"] == "/up" and info["query_string"] == "q=1"
     assert info["http_version"] == "2"
-    assert not any(k in ("upgrade", "http2-settings", "connection") for k, _ in info["headers"])
+    assert not any(
+        k in ("upgrade", "http2-settings", "connection") for k, _ in info["headers"]
+    )
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
@@ -178,7 +186,11 @@ def test_http_h1_refuses_h2_and_h2_refuses_http_1(serve: Any) -> None:
     # The upgrade is not taken either: HTTP/1.1 answers.
     r = httpx.get(
         only_h1.url + "/",
-        headers={"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": ""},
+        headers={
+            "Connection": "Upgrade, HTTP2-Settings",
+            "Upgrade": "h2c",
+            "HTTP2-Settings": "",
+        },
     )
     assert r.status_code == 200 and r.http_version == "HTTP/1.1"
     only_h2 = serve(scope_app, http="h2")
@@ -255,7 +267,9 @@ def test_large_upload_with_a_slow_reader_arrives_whole(serve: Any) -> None:
             if not msg.get("more_body"):
                 break
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": f"{total} {h.hexdigest()}".encode()})
+        await send(
+            {"type": "http.response.body", "body": f"{total} {h.hexdigest()}".encode()}
+        )
 
     # A small window: the client can only send as the app reads.
     server = serve(slow_reader, h2_initial_window_size=65535)
@@ -273,7 +287,9 @@ def test_streamed_response_with_more_body(serve: Any) -> None:
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(50):
-            await send({"type": "http.response.body", "body": b"%d," % i, "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": b"%d," % i, "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b""})
 
     server = serve(streamer)
@@ -291,7 +307,11 @@ def test_a_big_response_goes_through_flow_control(serve: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(0, len(big), 256 * 1024):
             await send(
-                {"type": "http.response.body", "body": big[i : i + 256 * 1024], "more_body": True}
+                {
+                    "type": "http.response.body",
+                    "body": big[i : i + 256 * 1024],
+                    "more_body": True,
+                }
             )
         await send({"type": "http.response.body", "body": b""})
 
@@ -381,7 +401,9 @@ def test_early_hints_arrive_as_a_103_before_the_response(serve: Any) -> None:
     async def hinted(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.early_hint", "links": [b"</s.css>; rel=preload"]})
+        await send(
+            {"type": "http.response.early_hint", "links": [b"</s.css>; rel=preload"]}
+        )
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -454,7 +476,13 @@ def test_send_after_a_reset_raises_the_same_oserror_as_http1(serve: Any) -> None
         await send({"type": "http.response.start", "status": 200, "headers": []})
         try:
             for _ in range(2000):
-                await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"x" * 1024,
+                        "more_body": True,
+                    }
+                )
                 await asyncio.sleep(0.005)
         except BaseException as exc:
             raised.append(exc)
@@ -512,7 +540,9 @@ def test_a_body_that_stops_coming_resets_the_stream_after_the_body_timeout(
     assert 0.25 < elapsed < 3
 
 
-def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(serve: Any) -> None:
+def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(
+    serve: Any,
+) -> None:
     raised: list[BaseException] = []
     done = threading.Event()
 
@@ -522,7 +552,13 @@ def test_a_zero_window_stall_resets_the_stream_after_the_send_timeout(serve: Any
         await send({"type": "http.response.start", "status": 200, "headers": []})
         try:
             for _ in range(10):
-                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"x" * 65536,
+                        "more_body": True,
+                    }
+                )
         except BaseException as exc:
             raised.append(exc)
         finally:
@@ -580,7 +616,9 @@ def test_limit_concurrency_answers_503_to_the_stream_over_it(serve: Any) -> None
     assert second.status == 503
 
 
-def test_app_error_before_the_response_gives_500_and_the_connection_lives(serve: Any) -> None:
+def test_app_error_before_the_response_gives_500_and_the_connection_lives(
+    serve: Any,
+) -> None:
     async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -663,12 +701,16 @@ def test_an_idle_connection_gets_goaway_after_the_keep_alive_time(serve: Any) ->
     assert 0.3 <= idle < 5
     # Counted once the close path ends (after its linger).
     deadline = time.monotonic() + 5
-    while server.stats()["closed_keep_alive_timeout"] < 1 and time.monotonic() < deadline:
+    while (
+        server.stats()["closed_keep_alive_timeout"] < 1 and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     assert server.stats()["closed_keep_alive_timeout"] == 1
 
 
-def test_graceful_shutdown_sends_goaway_and_lets_the_open_stream_finish(serve: Any) -> None:
+def test_graceful_shutdown_sends_goaway_and_lets_the_open_stream_finish(
+    serve: Any,
+) -> None:
     started = threading.Event()
 
     async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:

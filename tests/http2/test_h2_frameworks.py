@@ -30,7 +30,11 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     issued.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
     issued.private_key_pem.write_to_path(str(d / "key.pem"))
     ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    return {"cert": str(d / "cert.pem"), "key": str(d / "key.pem"), "ca": str(d / "ca.pem")}
+    return {
+        "cert": str(d / "cert.pem"),
+        "key": str(d / "key.pem"),
+        "ca": str(d / "ca.pem"),
+    }
 
 
 def summary(r: httpx.Response) -> tuple[int, dict[str, str], bytes]:
@@ -39,7 +43,10 @@ def summary(r: httpx.Response) -> tuple[int, dict[str, str], bytes]:
 
 
 def compare(
-    plain: Any, secure: Any, ca: str, calls: list[Callable[[httpx.Client, str], httpx.Response]]
+    plain: Any,
+    secure: Any,
+    ca: str,
+    calls: list[Callable[[httpx.Client, str], httpx.Response]],
 ) -> None:
     """Each call over HTTP/1.1, h2c and h2 gives the same answer."""
     ctx = ssl.create_default_context(cafile=ca)
@@ -65,7 +72,9 @@ STARLETTE_CALLS: list[Callable[[httpx.Client, str], httpx.Response]] = [
     lambda c, u: c.get(u + "/"),
     lambda c, u: c.get(u + "/json", params={"a": "1", "b": "\u20ac"}),
     lambda c, u: c.get(u + "/stream"),
-    lambda c, u: c.post(u + "/echo", content=b"hello", headers={"content-type": "text/x"}),
+    lambda c, u: c.post(
+        u + "/echo", content=b"hello", headers={"content-type": "text/x"}
+    ),
     lambda c, u: c.post(u + "/echo", content=BODY),
     lambda c, u: c.post(u + "/echo", content=iter([b"a" * 1000, b"b" * 70_000])),
     lambda c, u: c.get(u + "/missing"),
@@ -74,11 +83,15 @@ STARLETTE_CALLS: list[Callable[[httpx.Client, str], httpx.Response]] = [
 ]
 
 
-def test_starlette_over_h2_and_h2c_as_over_http_1_1(serve: Any, tls_files: dict[str, str]) -> None:
+def test_starlette_over_h2_and_h2c_as_over_http_1_1(
+    serve: Any, tls_files: dict[str, str]
+) -> None:
     from examples.starlette_app import app
 
     plain = serve(app, lifespan="on")
-    secure = serve(app, lifespan="on", ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["key"])
+    secure = serve(
+        app, lifespan="on", ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["key"]
+    )
     compare(plain, secure, tls_files["ca"], STARLETTE_CALLS)
     # /state has the lifespan's start time, which differs per server: one
     # server's, over both protocols.
@@ -86,24 +99,32 @@ def test_starlette_over_h2_and_h2c_as_over_http_1_1(serve: Any, tls_files: dict[
         httpx.Client() as h1,
         httpx.Client(http1=False, http2=True) as h2c,
     ):
-        assert summary(h2c.get(plain.url + "/state")) == summary(h1.get(plain.url + "/state"))
+        assert summary(h2c.get(plain.url + "/state")) == summary(
+            h1.get(plain.url + "/state")
+        )
 
 
 QUART_CALLS: list[Callable[[httpx.Client, str], httpx.Response]] = [
     lambda c, u: c.get(u + "/"),
     lambda c, u: c.get(u + "/json", params={"x": "y"}),
-    lambda c, u: c.post(u + "/echo", content=b"quart body", headers={"content-type": "text/y"}),
+    lambda c, u: c.post(
+        u + "/echo", content=b"quart body", headers={"content-type": "text/y"}
+    ),
     lambda c, u: c.post(u + "/echo", content=BODY),
     lambda c, u: c.get(u + "/nope"),
 ]
 
 
-def test_quart_over_h2_and_h2c_as_over_http_1_1(serve: Any, tls_files: dict[str, str]) -> None:
+def test_quart_over_h2_and_h2c_as_over_http_1_1(
+    serve: Any, tls_files: dict[str, str]
+) -> None:
     pytest.importorskip("quart")
     from examples.quart_app import app
 
     plain = serve(app, lifespan="on")
-    secure = serve(app, lifespan="on", ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["key"])
+    secure = serve(
+        app, lifespan="on", ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["key"]
+    )
     compare(plain, secure, tls_files["ca"], QUART_CALLS)
 
 
