@@ -170,27 +170,41 @@ def parse_strace_summary(path: str) -> tuple[int, list[tuple[str, int]]]:
     return total, rows
 
 
+def _session(port: int, method: str, path: str):
+    """A connection for one step: (client port, run(n) -> statuses, close).
+    Over TLS the handshake and a first request are done before the step's
+    trace starts; in the clear the connection is made inside run()."""
+    if tls.FILES:
+        conn = client.TLSKeepalive(port, method, path, tls.client_context())
+        return conn.cport, conn.run, conn.close
+    sock, cport = client.bound_socket()
+    return cport, (lambda n: client.keepalive_run(sock, port, method, path, n)), sock.close
+
+
 def check(running, case, n: int = 100) -> dict:
-    """All wire checks for one server on one app case (server already warm)."""
+    """All wire checks for one server on one app case (server already warm).
+    Over TLS also the TLS records per response, and no split-request test
+    (it is about Nagle on the client's plain writes)."""
     port, method, path = running.port, case.method, case.path
-    out: dict = {"n": n}
+    over_tls = bool(tls.FILES)
+    out: dict = {"n": n, "tls": over_tls}
     pids = running.pids()
     workdir = running.server.workdir
     tag = f"{running.server.name}-{case.name}"
 
-    if tls.FILES:
-        return _check_tls(running, case, n, pids, workdir, tag)
-
-    # 1. write-family syscalls on the client's connection
-    sock, cport = client.bound_socket()
+    # 1. write-family syscalls on the client's connection (over TLS with the
+    # bytes, to count records)
+    cport, run, close = _session(port, method, path)
     trace_file = os.path.join(workdir, f"strace-writes-{tag}.txt")
-    tr = _Tracer(_strace_args(pids) + ["-yy", "-s", "32", "-e", f"trace={WRITE_FAMILY}",
+    data_args = ["-xx", "-s", "65536"] if over_tls else ["-s", "32"]
+    tr = _Tracer(_strace_args(pids) + ["-yy", *data_args, "-e", f"trace={WRITE_FAMILY}",
                                        "-o", trace_file], "attached", len(pids))
     try:
-        statuses = client.keepalive_run(sock, port, method, path, n)
+        statuses = run(n)
     finally:
         time.sleep(0.2)
         tr.stop()
+        close()
     w = parse_write_trace(trace_file, cport)
     out["status_ok"] = all(s == 200 for s in statuses)
     out["write_calls"] = w["calls"]
@@ -198,33 +212,39 @@ def check(running, case, n: int = 100) -> dict:
     out["eagain"] = w["eagain"]
     out["min_write_bytes"] = min(w["sizes"]) if w["sizes"] else None
     out["max_write_bytes"] = max(w["sizes"]) if w["sizes"] else None
-    out["write_sample"] = w["sample"]
+    out["write_sample"] = [] if over_tls else w["sample"]
+    if over_tls:
+        records = count_tls_records(parse_written_bytes(trace_file, cport))
+        out["tls_records"] = {str(k): v for k, v in records.items()}
+        out["records_per_resp"] = sum(records.values()) / n
 
     # 2. every syscall of every server thread, per response
-    sock, cport = client.bound_socket()
+    cport, run, close = _session(port, method, path)
     summary_file = os.path.join(workdir, f"strace-c-{tag}.txt")
     tr = _Tracer(_strace_args(pids) + ["-c", "-o", summary_file], "attached", len(pids))
     try:
-        client.keepalive_run(sock, port, method, path, n)
+        run(n)
     finally:
         tr.stop()
+        close()
     total, rows = parse_strace_summary(summary_file)
     out["syscalls_total"] = total
     out["syscalls_per_resp"] = total / n
     out["top_syscalls"] = [(name, round(c / n, 2)) for name, c in rows[:6]]
 
     # 3. TCP segments carrying response data (no strace attached)
-    sock, cport = client.bound_socket()
+    cport, run, close = _session(port, method, path)
     pcap = os.path.join(workdir, f"tcpdump-{tag}.pcap")
     bpf = (f"tcp and src port {port} and dst port {cport} and "
            "(((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)")
     tr = _Tracer(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-B", "16384", "-w", pcap, bpf],
                  "listening on")
     try:
-        client.keepalive_run(sock, port, method, path, n)
+        run(n)
     finally:
         time.sleep(0.3)
         tr.stop()
+        close()
     r = subprocess.run(["tcpdump", "-r", pcap, "-nn"], capture_output=True, text=True)
     seg = [ln for ln in r.stdout.splitlines() if re.search(r"length [1-9]\d*$", ln)]
     dropped = re.search(r"(\d+) packets dropped by kernel", "".join(tr.lines))
@@ -233,78 +253,14 @@ def check(running, case, n: int = 100) -> dict:
     out["tcpdump_dropped"] = int(dropped.group(1)) if dropped else 0
 
     # 4. split request, Nagle on in the client
-    out["split"] = client.split_request_test(port, method, path, n)
+    if over_tls:
+        out["split"] = None
+        extra = f"records/resp={out['records_per_resp']:.2f}"
+    else:
+        out["split"] = client.split_request_test(port, method, path, n)
+        extra = (f"split>30ms={out['split']['over30']}/{n} "
+                 f"(max {out['split']['max_ms']:.1f} ms)")
     log(f"  wire {running.server.name:9s} {case.name:16s} writes/resp={out['writes_per_resp']:.2f} "
         f"segs/resp={out['segments_per_resp']:.2f} syscalls/resp={out['syscalls_per_resp']:.2f} "
-        f"split>30ms={out['split']['over30']}/{n} (max {out['split']['max_ms']:.1f} ms)")
-    return out
-
-
-def _check_tls(running, case, n: int, pids: list[int], workdir: str, tag: str) -> dict:
-    """The wire checks over HTTPS on a connection whose handshake is done
-    before the trace starts: writes, TLS records, all syscalls and TCP
-    segments per response. (No split-request test: it is about Nagle on the
-    client's plain writes.)"""
-    port, method, path = running.port, case.method, case.path
-    out: dict = {"n": n, "tls": True}
-    ctx = tls.client_context()
-
-    conn = client.TLSKeepalive(port, method, path, ctx)
-    trace_file = os.path.join(workdir, f"strace-writes-{tag}.txt")
-    tr = _Tracer(_strace_args(pids) + ["-yy", "-xx", "-s", "65536", "-e",
-                                       f"trace={WRITE_FAMILY}", "-o", trace_file],
-                 "attached", len(pids))
-    try:
-        statuses = conn.run(n)
-    finally:
-        time.sleep(0.2)
-        tr.stop()
-        conn.close()
-    w = parse_write_trace(trace_file, conn.cport)
-    records = count_tls_records(parse_written_bytes(trace_file, conn.cport))
-    out["status_ok"] = all(s == 200 for s in statuses)
-    out["write_calls"] = w["calls"]
-    out["writes_per_resp"] = w["calls"] / n
-    out["eagain"] = w["eagain"]
-    out["min_write_bytes"] = min(w["sizes"]) if w["sizes"] else None
-    out["max_write_bytes"] = max(w["sizes"]) if w["sizes"] else None
-    out["write_sample"] = []
-    out["tls_records"] = {str(k): v for k, v in records.items()}
-    out["records_per_resp"] = sum(records.values()) / n
-
-    conn = client.TLSKeepalive(port, method, path, ctx)
-    summary_file = os.path.join(workdir, f"strace-c-{tag}.txt")
-    tr = _Tracer(_strace_args(pids) + ["-c", "-o", summary_file], "attached", len(pids))
-    try:
-        conn.run(n)
-    finally:
-        tr.stop()
-        conn.close()
-    total, rows = parse_strace_summary(summary_file)
-    out["syscalls_total"] = total
-    out["syscalls_per_resp"] = total / n
-    out["top_syscalls"] = [(name, round(c / n, 2)) for name, c in rows[:6]]
-
-    conn = client.TLSKeepalive(port, method, path, ctx)
-    pcap = os.path.join(workdir, f"tcpdump-{tag}.pcap")
-    bpf = (f"tcp and src port {port} and dst port {conn.cport} and "
-           "(((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)")
-    tr = _Tracer(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-B", "16384", "-w", pcap, bpf],
-                 "listening on")
-    try:
-        conn.run(n)
-    finally:
-        time.sleep(0.3)
-        tr.stop()
-        conn.close()
-    r = subprocess.run(["tcpdump", "-r", pcap, "-nn"], capture_output=True, text=True)
-    seg = [ln for ln in r.stdout.splitlines() if re.search(r"length [1-9]\d*$", ln)]
-    dropped = re.search(r"(\d+) packets dropped by kernel", "".join(tr.lines))
-    out["segments"] = len(seg)
-    out["segments_per_resp"] = len(seg) / n
-    out["tcpdump_dropped"] = int(dropped.group(1)) if dropped else 0
-    out["split"] = None
-    log(f"  wire {running.server.name:9s} {case.name:16s} writes/resp={out['writes_per_resp']:.2f} "
-        f"records/resp={out['records_per_resp']:.2f} segs/resp={out['segments_per_resp']:.2f} "
-        f"syscalls/resp={out['syscalls_per_resp']:.2f}")
+        + extra)
     return out
