@@ -173,11 +173,16 @@ fn parse_bind(spec: &str) -> PyResult<Bind> {
 /// back then is ended by `pthread_exit`, whose forced unwind through
 /// Rust frames aborts the process.
 fn finalizing() -> bool {
+    // 3.13 made the call public and dropped the private name.
+    #[cfg(Py_3_13)]
+    use pyo3::ffi::Py_IsFinalizing as is_finalizing;
+    #[cfg(not(Py_3_13))]
     extern "C" {
-        fn _Py_IsFinalizing() -> std::os::raw::c_int;
+        #[link_name = "_Py_IsFinalizing"]
+        fn is_finalizing() -> std::os::raw::c_int;
     }
     // SAFETY: reads the runtime's finalizing pointer; no GIL needed.
-    unsafe { _Py_IsFinalizing() != 0 }
+    unsafe { is_finalizing() != 0 }
 }
 
 fn item<'py>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
