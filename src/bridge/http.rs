@@ -689,7 +689,13 @@ impl Call {
         if let Some(it) = &self.it {
             let it = it.bind(py).clone();
             if it.hasattr(intern!(py, "throw"))? {
-                return it.call_method1(intern!(py, "throw"), (typ, val, tb));
+                // The one-argument form unless the caller used the old three
+                // (3.12 deprecated them: a warning per thrown exception).
+                let name = intern!(py, "throw");
+                return match (val, tb) {
+                    (None, None) => it.call_method1(name, (typ,)),
+                    _ => it.call_method1(name, (typ, val, tb)),
+                };
             }
         }
         self.started = true;
