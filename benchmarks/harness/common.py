@@ -97,6 +97,12 @@ def host_meta(servers: list[Server]) -> dict:
     }
 
 
+def host_line(meta: dict) -> str:
+    """The report's first words on the host (host_meta's)."""
+    return (f"Commit `{meta['commit']}`, {meta['ncpu']} CPUs ({meta['cpu'].strip()}), "
+            f"kernel {meta['kernel']}.")
+
+
 def rotated(running: list[Running], rep: int) -> list[Running]:
     """The side-by-side order of repeat `rep`: rotated by one each repeat."""
     k = rep % max(1, len(running))

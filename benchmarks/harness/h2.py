@@ -29,7 +29,7 @@ import sys
 import time
 
 from . import tls
-from .common import (available_servers, fmt, host_meta, markdown_end, median_of, rotated,
+from .common import (available_servers, fmt, host_line, host_meta, markdown_end, median_of, rotated,
                      run_lengths, spread, start_run, stop_all, subset, undisturbed,
                      write_results)
 from .servers import NGINX_TEMP_PATHS, Ferrule, Granian, Hypercorn, Nginx, Running, Server
@@ -126,11 +126,7 @@ class NginxH2(Nginx):
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         with open(conf, "w") as f:
             f.write(H2_NGINX_CONF.format(
-                workdir=self.workdir, port=port, nofile=nofile,
-                ssl=" ssl" if tls.FILES else "",
-                ssl_files=(f"\n        ssl_certificate {tls.FILES[0]};"
-                           f"\n        ssl_certificate_key {tls.FILES[1]};"
-                           if tls.FILES else "")))
+                workdir=self.workdir, port=port, nofile=nofile, **tls.nginx_format()))
         return [shutil.which("nginx") or "nginx", "-c", conf, "-p", self.workdir]
 
     def describe(self):
@@ -145,7 +141,7 @@ def make_server(name: str, workdir: str) -> Server:
 
 
 def url(port: int, path: str) -> str:
-    return f"{'https' if tls.FILES else 'http'}://127.0.0.1:{port}{path}"
+    return f"{tls.scheme()}://127.0.0.1:{port}{path}"
 
 
 def h2_ready(r: Running, path: str, timeout: float = 60.0) -> str | None:
@@ -231,8 +227,7 @@ def summarize(runs: list[dict]) -> dict:
 def markdown(res: dict) -> str:
     meta = res["meta"]
     out = [f"# HTTP/2 benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else ""), ""]
-    out.append(f"Commit `{meta['commit']}`, {meta['ncpu']} CPUs ({meta['cpu'].strip()}), kernel "
-               f"{meta['kernel']}. Servers pinned to CPU {SERVER_CPU}, one worker each; h2load "
+    out.append(host_line(meta) + f" Servers pinned to CPU {SERVER_CPU}, one worker each; h2load "
                f"(`-t1`, nghttp2 {meta['h2load']}) pinned to CPU {CLIENT_CPU}. Each run: "
                f"{meta['warmup']} s of warm-up, then {meta['duration']} s measured; median of "
                f"{meta['repeat']}. Servers side by side: all started for one transport and app, "

@@ -204,11 +204,7 @@ class Nginx(Server):
             f.write(NGINX_CONF.format(workdir=self.workdir, port=port, ka=KEEPALIVE_S,
                                       nofile=nofile, conns=max(1024, nofile - 100),
                                       files=os.path.join(BENCH_DIR, "work", "files"),
-                                      ssl=" ssl" if tls.FILES else "",
-                                      ssl_files=(
-                                          f"\n        ssl_certificate {tls.FILES[0]};"
-                                          f"\n        ssl_certificate_key {tls.FILES[1]};"
-                                          if tls.FILES else "")))
+                                      **tls.nginx_format()))
         return [shutil.which("nginx") or "nginx", "-c", conf, "-p", self.workdir]
 
     def describe(self):

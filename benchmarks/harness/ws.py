@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 
-from .common import (available_servers, fmt, host_meta, markdown_end, median_of, rotated,
+from .common import (available_servers, fmt, host_line, host_meta, markdown_end, median_of, rotated,
                      run_lengths, spread, start_run, stop_all, subset, undisturbed,
                      write_results)
 from .servers import BENCH_DIR, Ferrule, Granian, Hypercorn, Running, Server, Uvicorn
@@ -225,8 +225,7 @@ def summarize(runs: list[dict]) -> dict:
 def markdown(res: dict) -> str:
     meta = res["meta"]
     out = [f"# WebSocket benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else ""), ""]
-    out.append(f"Commit `{meta['commit']}`, {meta['ncpu']} CPUs ({meta['cpu'].strip()}), "
-               f"kernel {meta['kernel']}. Servers pinned to CPU {SERVER_CPU}, wsload to CPU "
+    out.append(host_line(meta) + f" Servers pinned to CPU {SERVER_CPU}, wsload to CPU "
                f"{CLIENT_CPU}. Echo runs: {meta['duration']} s after {meta['warmup']} s of "
                f"warm-up, median of {meta['repeat']}. App: `apps/ws_echo.py` (raw ASGI). "
                "No compression (wsload offers no extension).")
