@@ -37,6 +37,14 @@ def undisturbed(run_once: Callable[[], dict], announce: Callable[[dict], None],
     return m
 
 
+def add_length_args(p, what: str) -> None:
+    """--repeat, --duration (seconds per `what`) and --warmup (run_lengths' defaults)."""
+    p.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3)")
+    p.add_argument("--duration", type=float, default=None,
+                   help=f"seconds per {what} (default 5)")
+    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+
+
 def run_lengths(a, quick_duration: float = 2, duration: float = 5) -> tuple[int, float, float]:
     """(repeat, duration, warmup) from --repeat, --duration, --warmup and --quick."""
     q = a.quick
@@ -95,6 +103,10 @@ def host_meta(servers: list[Server]) -> dict:
                                   "--dirty"], capture_output=True, text=True).stdout.strip(),
         "versions": {s.name: s.version() for s in servers},
     }
+
+
+def title_line(kind: str, meta: dict) -> str:
+    return f"# {kind} benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else "")
 
 
 def host_line(meta: dict) -> str:

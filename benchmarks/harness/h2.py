@@ -29,9 +29,9 @@ import sys
 import time
 
 from . import tls
-from .common import (available_servers, fmt, host_line, host_meta, markdown_end, median_of, rotated,
-                     run_lengths, spread, start_run, stop_all, subset, undisturbed,
-                     write_results)
+from .common import (add_length_args, available_servers, fmt, host_line, host_meta,
+                     markdown_end, median_of, rotated, run_lengths, spread, start_run, stop_all,
+                     subset, title_line, undisturbed, write_results)
 from .servers import NGINX_TEMP_PATHS, Ferrule, Granian, Hypercorn, Nginx, Running, Server
 from .util import CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, log, tree_cpu_seconds
 
@@ -226,7 +226,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def markdown(res: dict) -> str:
     meta = res["meta"]
-    out = [f"# HTTP/2 benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else ""), ""]
+    out = [title_line("HTTP/2", meta), ""]
     out.append(host_line(meta) + f" Servers pinned to CPU {SERVER_CPU}, one worker each; h2load "
                f"(`-t1`, nghttp2 {meta['h2load']}) pinned to CPU {CLIENT_CPU}. Each run: "
                f"{meta['warmup']} s of warm-up, then {meta['duration']} s measured; median of "
@@ -280,9 +280,7 @@ def parse_args(argv=None):
                    help="subset of " + ",".join(TRANSPORTS))
     p.add_argument("--quick", action="store_true",
                    help="2 s runs, 1 repeat: checks the harness, measures nothing")
-    p.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3)")
-    p.add_argument("--duration", type=float, default=None, help="seconds per run (default 5)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+    add_length_args(p, "run")
     p.add_argument("--out", default=None, help="results file stem (default results/h2-<date>)")
     p.add_argument("--estimate", action="store_true",
                    help="print the plan and its estimated duration, then exit")

@@ -27,9 +27,9 @@ import threading
 import time
 import traceback
 
-from .common import (available_servers, fmt, host_line, host_meta, markdown_end, median_of, rotated,
-                     run_lengths, spread, start_run, stop_all, subset, undisturbed,
-                     write_results)
+from .common import (add_length_args, available_servers, fmt, host_line, host_meta,
+                     markdown_end, median_of, rotated, run_lengths, spread, start_run, stop_all,
+                     subset, title_line, undisturbed, write_results)
 from .servers import BENCH_DIR, Ferrule, Granian, Hypercorn, Running, Server, Uvicorn
 from .util import (CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, fmt_bytes, log,
                    tree_cpu_seconds, tree_rss_bytes)
@@ -224,7 +224,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def markdown(res: dict) -> str:
     meta = res["meta"]
-    out = [f"# WebSocket benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else ""), ""]
+    out = [title_line("WebSocket", meta), ""]
     out.append(host_line(meta) + f" Servers pinned to CPU {SERVER_CPU}, wsload to CPU "
                f"{CLIENT_CPU}. Echo runs: {meta['duration']} s after {meta['warmup']} s of "
                f"warm-up, median of {meta['repeat']}. App: `apps/ws_echo.py` (raw ASGI). "
@@ -288,9 +288,7 @@ def parse_args(argv=None):
                    help="comma-separated subset of " + ",".join(CASE_ORDER))
     p.add_argument("--quick", action="store_true",
                    help="2 s runs, 1 repeat, 1,000 idle sockets: checks the harness, measures nothing")
-    p.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3)")
-    p.add_argument("--duration", type=float, default=None, help="seconds per echo run (default 5)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+    add_length_args(p, "echo run")
     p.add_argument("--idle-conns", type=int, default=None, help="idle WebSockets (default 10000)")
     p.add_argument("--hold", type=float, default=None, help="seconds the idle sockets are held "
                    "(default 10)")
