@@ -115,6 +115,22 @@ def host_line(meta: dict) -> str:
             f"kernel {meta['kernel']}.")
 
 
+def start_side_by_side(running: list[Running], starts, ready: Callable[[Running], str | None],
+                       where: str, notes: list[str]) -> None:
+    """Starts each (server, module, port, path) of `starts` and appends it to
+    `running` (the caller's, stopped in its finally) once ready(r) is None;
+    one that is not ready is stopped, with a note (left out of `where`)."""
+    for srv, module, port, path in starts:
+        r = Running(srv, module, port, path)
+        why = ready(r)
+        if why:
+            notes.append(f"{srv.name} left out of {where}: {why}")
+            log(notes[-1])
+            r.stop()
+            continue
+        running.append(r)
+
+
 def rotated(running: list[Running], rep: int) -> list[Running]:
     """The side-by-side order of repeat `rep`: rotated by one each repeat."""
     k = rep % max(1, len(running))

@@ -31,7 +31,7 @@ import time
 from . import tls
 from .common import (add_length_args, available_servers, fmt, host_line, host_meta,
                      markdown_end, median_of, rotated, run_lengths, spread, start_run, stop_all,
-                     subset, title_line, undisturbed, write_results)
+                     start_side_by_side, subset, title_line, undisturbed, write_results)
 from .servers import NGINX_TEMP_PATHS, Ferrule, Granian, Hypercorn, Nginx, Running, Server
 from .util import CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, log, tree_cpu_seconds
 
@@ -342,18 +342,11 @@ def main(argv=None) -> int:
             module, path, _ = APPS[app]
             running: list[Running] = []
             try:
-                for srv in servers:
-                    if srv.hello_only and app != "hello":
-                        continue
-                    port += 1
-                    r = Running(srv, module, port, path)
-                    why = h2_ready(r, path)
-                    if why:
-                        notes.append(f"{srv.name} left out of {transport}/{app}: {why}")
-                        log(notes[-1])
-                        r.stop()
-                        continue
-                    running.append(r)
+                chosen = [srv for srv in servers if not srv.hello_only or app == "hello"]
+                start_side_by_side(
+                    running, [(srv, module, port + 1 + i, path) for i, srv in enumerate(chosen)],
+                    lambda r: h2_ready(r, path), f"{transport}/{app}", notes)
+                port += len(chosen)
                 log(f"[{transport} {app}] started: "
                     + ", ".join(f"{r.server.name}:{r.port}" for r in running))
                 for rep in range(repeat):

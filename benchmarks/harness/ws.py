@@ -29,7 +29,7 @@ import traceback
 
 from .common import (add_length_args, available_servers, fmt, host_line, host_meta,
                      markdown_end, median_of, rotated, run_lengths, spread, start_run, stop_all,
-                     subset, title_line, undisturbed, write_results)
+                     start_side_by_side, subset, title_line, undisturbed, write_results)
 from .servers import BENCH_DIR, Ferrule, Granian, Hypercorn, Running, Server, Uvicorn
 from .util import (CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, fmt_bytes, log,
                    tree_cpu_seconds, tree_rss_bytes)
@@ -102,6 +102,12 @@ def ws_probe(port: int, timeout: float = 5.0) -> str | None:
     if head.startswith(b"HTTP/1.1 101"):
         return None
     return "no WebSocket upgrade: answered " + head.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def ws_ready(r: Running) -> str | None:
+    """None once the server is up and upgrades a WebSocket, else why not."""
+    why = None if r.wait_ready() else f"did not start: {r.log_tail(5)!r}"
+    return why or ws_probe(r.port)
 
 
 class WsLoad:
@@ -342,16 +348,9 @@ def main(argv=None) -> int:
     if echo_cases:
         running: list[Running] = []
         try:
-            for si, srv in enumerate(servers):
-                r = Running(srv, MODULE, port_base + si, "/")
-                why = None if r.wait_ready() else f"did not start: {r.log_tail(5)!r}"
-                why = why or ws_probe(r.port)
-                if why:
-                    notes.append(f"{srv.name} left out of the echo cases: {why}")
-                    log(notes[-1])
-                    r.stop()
-                    continue
-                running.append(r)
+            start_side_by_side(
+                running, [(srv, MODULE, port_base + si, "/") for si, srv in enumerate(servers)],
+                ws_ready, "the echo cases", notes)
             log("started: " + ", ".join(f"{r.server.name}:{r.port}" for r in running))
             for rep in range(repeat):
                 order = rotated(running, rep)
@@ -383,8 +382,7 @@ def main(argv=None) -> int:
         for si, srv in enumerate(servers):
             r = Running(srv, MODULE, port_base + 100 + si, "/")
             try:
-                why = None if r.wait_ready() else f"did not start: {r.log_tail(5)!r}"
-                why = why or ws_probe(r.port)
+                why = ws_ready(r)
                 if why:
                     notes.append(f"{srv.name} left out of the idle case: {why}")
                     log(notes[-1])
