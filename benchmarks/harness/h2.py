@@ -19,25 +19,21 @@ process tree used during the measured run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
 
 from . import tls
-from .servers import BENCH_DIR, Ferrule, Granian, Hypercorn, Nginx, Running, Server
-from .util import (CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, log,
-                   set_log_file, tree_cpu_seconds)
-
-DISTURBED_SHARE = 0.10
-RETRIES_IF_DISTURBED = 2
+from .common import (add_length_args, available_servers, fmt, host_line, host_meta,
+                     markdown_end, median_of, rotated, run_lengths, spread, start_run, stop_all,
+                     start_side_by_side, subset, title_line, undisturbed, write_results)
+from .servers import NGINX_TEMP_PATHS, Ferrule, Granian, Hypercorn, Nginx, Running, Server
+from .util import CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, log, tree_cpu_seconds
 
 # name -> (module in benchmarks/apps, path, title)
 APPS = {
@@ -110,12 +106,7 @@ http {{
     keepalive_timeout 300s;
     keepalive_requests 100000000;
     http2_max_concurrent_streams 128;
-    client_body_temp_path {workdir}/nginx-tmp/body;
-    proxy_temp_path {workdir}/nginx-tmp/proxy;
-    fastcgi_temp_path {workdir}/nginx-tmp/fastcgi;
-    uwsgi_temp_path {workdir}/nginx-tmp/uwsgi;
-    scgi_temp_path {workdir}/nginx-tmp/scgi;
-    server {{
+""" + NGINX_TEMP_PATHS + """    server {{
         listen 127.0.0.1:{port}{ssl} http2 backlog=4096;{ssl_files}
         location / {{
             return 200 "Hello, world!";
@@ -135,11 +126,7 @@ class NginxH2(Nginx):
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         with open(conf, "w") as f:
             f.write(H2_NGINX_CONF.format(
-                workdir=self.workdir, port=port, nofile=nofile,
-                ssl=" ssl" if tls.FILES else "",
-                ssl_files=(f"\n        ssl_certificate {tls.FILES[0]};"
-                           f"\n        ssl_certificate_key {tls.FILES[1]};"
-                           if tls.FILES else "")))
+                workdir=self.workdir, port=port, nofile=nofile, **tls.nginx_format()))
         return [shutil.which("nginx") or "nginx", "-c", conf, "-p", self.workdir]
 
     def describe(self):
@@ -154,7 +141,7 @@ def make_server(name: str, workdir: str) -> Server:
 
 
 def url(port: int, path: str) -> str:
-    return f"{'https' if tls.FILES else 'http'}://127.0.0.1:{port}{path}"
+    return f"{tls.scheme()}://127.0.0.1:{port}{path}"
 
 
 def h2_ready(r: Running, path: str, timeout: float = 60.0) -> str | None:
@@ -220,26 +207,16 @@ def h2load_run(r: Running, path: str, shape: str, duration: float, warmup: float
 
 def measure(r: Running, path: str, shape: str, duration: float, warmup: float,
             res: dict) -> dict:
-    m: dict = {}
-    for attempt in range(RETRIES_IF_DISTURBED + 1):
-        if attempt:
-            log(f"    {r.server.name:10s} others used {m.get('cpu0_other', 0):.0%} of CPU0, "
-                "repeating")
-            res["disturbed_repeats"] = res.get("disturbed_repeats", 0) + 1
-        m = h2load_run(r, path, shape, duration, warmup)
-        if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
-            break
-    return m
+    return undisturbed(
+        lambda: h2load_run(r, path, shape, duration, warmup),
+        lambda m: log(f"    {r.server.name:10s} others used {m.get('cpu0_other', 0):.0%} of "
+                      "CPU0, repeating"),
+        res)
 
 
 def summarize(runs: list[dict]) -> dict:
-    def med(key):
-        vals = [x[key] for x in runs if isinstance(x.get(key), (int, float))]
-        return statistics.median(vals) if vals else None
-
-    s = {k: med(k) for k in ("rps", "req_per_cpu_s", "cpu_us_per_req", "cpu0_other")}
-    rates = [x["rps"] for x in runs if x.get("rps")]
-    s["spread"] = (max(rates) - min(rates)) / statistics.median(rates) if len(rates) > 1 else None
+    s = {k: median_of(runs, k) for k in ("rps", "req_per_cpu_s", "cpu_us_per_req", "cpu0_other")}
+    s["spread"] = spread([x["rps"] for x in runs if x.get("rps")])
     s["failed"] = sum((x.get("failed") or 0) + (x.get("errored") or 0) + (x.get("timeout") or 0)
                       + (0 if "error" not in x else 1) for x in runs)
     s["non2xx"] = sum(max(0, (x.get("succeeded") or 0) - (x.get("ok_2xx") or 0)) for x in runs)
@@ -247,15 +224,10 @@ def summarize(runs: list[dict]) -> dict:
     return s
 
 
-def fmt(v, spec: str = ",.0f") -> str:
-    return "—" if v is None else format(v, spec)
-
-
 def markdown(res: dict) -> str:
     meta = res["meta"]
-    out = [f"# HTTP/2 benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else ""), ""]
-    out.append(f"Commit `{meta['commit']}`, {meta['ncpu']} CPUs ({meta['cpu'].strip()}), kernel "
-               f"{meta['kernel']}. Servers pinned to CPU {SERVER_CPU}, one worker each; h2load "
+    out = [title_line("HTTP/2", meta), ""]
+    out.append(host_line(meta) + f" Servers pinned to CPU {SERVER_CPU}, one worker each; h2load "
                f"(`-t1`, nghttp2 {meta['h2load']}) pinned to CPU {CLIENT_CPU}. Each run: "
                f"{meta['warmup']} s of warm-up, then {meta['duration']} s measured; median of "
                f"{meta['repeat']}. Servers side by side: all started for one transport and app, "
@@ -294,9 +266,7 @@ def markdown(res: dict) -> str:
         for transport, command in meta["commands"].get(name, {}).items():
             out.append(f"| {name} | {meta['versions'].get(name, '?')} | {transport} | {command} |")
     out.append("")
-    if res["notes"]:
-        out += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    out.append(f"Raw numbers: the `.json` beside this file. Took {meta['elapsed_min']:.1f} min.")
+    out += markdown_end(res)
     return "\n".join(out) + "\n"
 
 
@@ -310,34 +280,22 @@ def parse_args(argv=None):
                    help="subset of " + ",".join(TRANSPORTS))
     p.add_argument("--quick", action="store_true",
                    help="2 s runs, 1 repeat: checks the harness, measures nothing")
-    p.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3)")
-    p.add_argument("--duration", type=float, default=None, help="seconds per run (default 5)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+    add_length_args(p, "run")
     p.add_argument("--out", default=None, help="results file stem (default results/h2-<date>)")
     p.add_argument("--estimate", action="store_true",
                    help="print the plan and its estimated duration, then exit")
     return p.parse_args(argv)
 
 
-def _subset(text: str, allowed, what: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    for n in names:
-        if n not in allowed:
-            sys.exit(f"unknown {what} {n!r}; choose from {', '.join(allowed)}")
-    return names
-
-
 def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     a = parse_args(argv)
     q = a.quick
-    repeat = a.repeat or (1 if q else 3)
-    duration = a.duration or (2 if q else 5)
-    warmup = a.warmup if a.warmup is not None else (0.5 if q else 1)
-    names = _subset(a.servers, SERVER_ORDER, "server")
-    apps = _subset(a.apps, APPS, "app")
-    shapes = _subset(a.shapes, SHAPES, "shape")
-    transports = _subset(a.transports, TRANSPORTS, "transport")
+    repeat, duration, warmup = run_lengths(a)
+    names = subset(a.servers, SERVER_ORDER, "server")
+    apps = subset(a.apps, APPS, "app")
+    shapes = subset(a.shapes, SHAPES, "shape")
+    transports = subset(a.transports, TRANSPORTS, "transport")
     if a.estimate:
         runs = sum(len([n for n in names if n != "nginx" or app == "hello"])
                    for app in apps) * len(shapes) * len(transports) * repeat
@@ -350,30 +308,13 @@ def main(argv=None) -> int:
         if not shutil.which(tool):
             sys.exit(f"{tool} not found (benchmarks/h2.sh installs nghttp2-client and util-linux)")
 
-    date = time.strftime("%Y-%m-%d")
-    stem = a.out or os.path.join(BENCH_DIR, "results", f"h2-{date}" + ("-quick" if q else ""))
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-    workdir = os.path.join(BENCH_DIR, "work", "h2-" + time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(workdir, exist_ok=True)
-    set_log_file(os.path.join(workdir, "run.log"))
+    date, stem, workdir = start_run("h2", a.out, q)
     t_start = time.time()
     notes: list[str] = []
     if q:
         notes.append("quick run: a harness check, not a measurement")
 
-    servers: list[Server] = []
-    for name in SERVER_ORDER:
-        if name not in names:
-            continue
-        srv = make_server(name, workdir)
-        why = srv.available()
-        if why:
-            notes.append(f"**{name} skipped**: {why}.")
-            log(notes[-1])
-            continue
-        servers.append(srv)
-    if not servers:
-        sys.exit("no server to run")
+    servers = available_servers(SERVER_ORDER, names, make_server, workdir, notes)
 
     h2v = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout
     res: dict = {"meta": {}, "notes": notes, "runs": {}, "summary": {}}
@@ -382,13 +323,7 @@ def main(argv=None) -> int:
         "apps": apps, "shapes": shapes, "transports": transports,
         "servers_run": [s.name for s in servers],
         "h2load": (h2v.split("nghttp2/")[-1].strip() or "?"),
-        "cpu": subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
-                              capture_output=True, text=True).stdout or "?",
-        "ncpu": os.cpu_count(), "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": subprocess.run(["git", "-C", os.path.dirname(BENCH_DIR), "describe", "--always",
-                                  "--dirty"], capture_output=True, text=True).stdout.strip(),
-        "versions": {s.name: s.version() for s in servers},
+        **host_meta(servers),
         "commands": {},
     })
 
@@ -407,23 +342,15 @@ def main(argv=None) -> int:
             module, path, _ = APPS[app]
             running: list[Running] = []
             try:
-                for srv in servers:
-                    if srv.hello_only and app != "hello":
-                        continue
-                    port += 1
-                    r = Running(srv, module, port, path)
-                    why = h2_ready(r, path)
-                    if why:
-                        notes.append(f"{srv.name} left out of {transport}/{app}: {why}")
-                        log(notes[-1])
-                        r.stop()
-                        continue
-                    running.append(r)
+                chosen = [srv for srv in servers if not srv.hello_only or app == "hello"]
+                start_side_by_side(
+                    running, [(srv, module, port + 1 + i, path) for i, srv in enumerate(chosen)],
+                    lambda r: h2_ready(r, path), f"{transport}/{app}", notes)
+                port += len(chosen)
                 log(f"[{transport} {app}] started: "
                     + ", ".join(f"{r.server.name}:{r.port}" for r in running))
                 for rep in range(repeat):
-                    k = rep % max(1, len(running))
-                    order = running[k:] + running[:k]
+                    order = rotated(running, rep)
                     for shape in shapes:
                         key = f"{transport}/{app}/{shape}"
                         for r in order:
@@ -442,21 +369,12 @@ def main(argv=None) -> int:
                                    if m.get("failed") or m.get("errored") or m.get("timeout")
                                    else ""))
             finally:
-                for r in running:
-                    if r.proc.poll() is not None:
-                        notes.append(f"{r.server.name} exited during {transport}/{app} "
-                                     f"(rc {r.proc.returncode}): {r.log_tail(3)!r}")
-                    r.stop()
+                stop_all(running, f"{transport}/{app}", notes)
     tls.FILES = None
     for key, rows in res["runs"].items():
         res["summary"][key] = {name: summarize(runs) for name, runs in rows.items()}
 
-    res["meta"]["elapsed_min"] = (time.time() - t_start) / 60
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1, default=str)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(res))
-    log(f"done in {res['meta']['elapsed_min']:.1f} min: {stem}.md, {stem}.json")
+    write_results(res, stem, t_start, markdown)
     return 0
 
 

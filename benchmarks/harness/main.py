@@ -18,12 +18,8 @@ from . import memory, report, tls, wire
 from .cases import CASE_BY_NAME, CASES, FILE_CASES, QUICK_CASES, TLS_CASES
 from .loadgen import SCENARIOS, combine, wrk
 from .servers import BENCH_DIR, SERVER_CLASSES, SERVER_ORDER, Running
+from .common import undisturbed
 from .util import exit_on_sigterm, log, set_log_file
-
-# A wrk run during which other processes used more than this share of the
-# server's core is repeated (at most RETRIES_IF_DISTURBED times).
-DISTURBED_SHARE = 0.10
-RETRIES_IF_DISTURBED = 2
 
 
 def parse_args(argv=None):
@@ -84,16 +80,11 @@ def measure(r: Running, c, scen: str, seconds: int, rep: int, res: dict) -> dict
     times) while other processes took a share of the server's core: that
     sample measures the neighbour, not the server. Same rule for every server."""
     conns, keep = SCENARIOS[scen]
-    m: dict = {}
-    for attempt in range(RETRIES_IF_DISTURBED + 1):
-        if attempt:
-            log(f"  {c.name:16s} {scen:8s} {r.server.name:9s} rep {rep + 1}: others used "
-                f"{m.get('cpu0_other', 0):.0%} of CPU0, repeating a slice")
-            res["disturbed_repeats"] = res.get("disturbed_repeats", 0) + 1
-        m = wrk(r.port, c.path, conns, seconds, close=not keep, lua=c.lua, server_pid=r.pid)
-        if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
-            break
-    return m
+    return undisturbed(
+        lambda: wrk(r.port, c.path, conns, seconds, close=not keep, lua=c.lua, server_pid=r.pid),
+        lambda m: log(f"  {c.name:16s} {scen:8s} {r.server.name:9s} rep {rep + 1}: others used "
+                      f"{m.get('cpu0_other', 0):.0%} of CPU0, repeating a slice"),
+        res)
 
 
 def main(argv=None) -> int:

@@ -139,6 +139,16 @@ class Ferrule(Server):
         return None
 
 
+# nginx's temporary files in the run's work dir (a fragment of NGINX_CONF
+# and of harness/h2.py's H2_NGINX_CONF, formatted with them)
+NGINX_TEMP_PATHS = """\
+    client_body_temp_path {workdir}/nginx-tmp/body;
+    proxy_temp_path {workdir}/nginx-tmp/proxy;
+    fastcgi_temp_path {workdir}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {workdir}/nginx-tmp/uwsgi;
+    scgi_temp_path {workdir}/nginx-tmp/scgi;
+"""
+
 NGINX_CONF = """\
 daemon off;
 master_process on;
@@ -156,12 +166,7 @@ http {{
     default_type text/plain;
     keepalive_timeout {ka}s;
     keepalive_requests 100000000;
-    client_body_temp_path {workdir}/nginx-tmp/body;
-    proxy_temp_path {workdir}/nginx-tmp/proxy;
-    fastcgi_temp_path {workdir}/nginx-tmp/fastcgi;
-    uwsgi_temp_path {workdir}/nginx-tmp/uwsgi;
-    scgi_temp_path {workdir}/nginx-tmp/scgi;
-    server {{
+""" + NGINX_TEMP_PATHS + """    server {{
         listen 127.0.0.1:{port}{ssl} backlog=4096;{ssl_files}
         location / {{
             return 200 "Hello, world!";
@@ -199,11 +204,7 @@ class Nginx(Server):
             f.write(NGINX_CONF.format(workdir=self.workdir, port=port, ka=KEEPALIVE_S,
                                       nofile=nofile, conns=max(1024, nofile - 100),
                                       files=os.path.join(BENCH_DIR, "work", "files"),
-                                      ssl=" ssl" if tls.FILES else "",
-                                      ssl_files=(
-                                          f"\n        ssl_certificate {tls.FILES[0]};"
-                                          f"\n        ssl_certificate_key {tls.FILES[1]};"
-                                          if tls.FILES else "")))
+                                      **tls.nginx_format()))
         return [shutil.which("nginx") or "nginx", "-c", conf, "-p", self.workdir]
 
     def describe(self):

@@ -27,6 +27,14 @@ def scheme() -> str:
     return "https" if FILES else "http"
 
 
+def nginx_format() -> dict[str, str]:
+    """The `{ssl}` and `{ssl_files}` of the nginx configs' `listen` line:
+    empty without TLS."""
+    return {"ssl": " ssl" if FILES else "",
+            "ssl_files": (f"\n        ssl_certificate {FILES[0]};"
+                          f"\n        ssl_certificate_key {FILES[1]};" if FILES else "")}
+
+
 def client_context() -> ssl.SSLContext:
     """The readiness probe's: the certificate is our own, not checked."""
     ctx = ssl.create_default_context()

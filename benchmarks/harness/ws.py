@@ -18,24 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import traceback
 
+from .common import (add_length_args, available_servers, fmt, host_line, host_meta,
+                     markdown_end, median_of, rotated, run_lengths, spread, start_run, stop_all,
+                     start_side_by_side, subset, title_line, undisturbed, write_results)
 from .servers import BENCH_DIR, Ferrule, Granian, Hypercorn, Running, Server, Uvicorn
 from .util import (CLIENT_CPU, SERVER_CPU, cpu_busy_seconds, exit_on_sigterm, fmt_bytes, log,
-                   set_log_file, tree_cpu_seconds, tree_rss_bytes)
+                   tree_cpu_seconds, tree_rss_bytes)
 
 MODULE = "ws_echo"
-DISTURBED_SHARE = 0.10
-RETRIES_IF_DISTURBED = 2
 WSLOAD_DEFAULT = os.path.join(BENCH_DIR, "wsload", "target", "release", "wsload")
 
 # name -> (wsload echo arguments, title)
@@ -103,6 +102,12 @@ def ws_probe(port: int, timeout: float = 5.0) -> str | None:
     if head.startswith(b"HTTP/1.1 101"):
         return None
     return "no WebSocket upgrade: answered " + head.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def ws_ready(r: Running) -> str | None:
+    """None once the server is up and upgrades a WebSocket, else why not."""
+    why = None if r.wait_ready() else f"did not start: {r.log_tail(5)!r}"
+    return why or ws_probe(r.port)
 
 
 class WsLoad:
@@ -185,16 +190,11 @@ def echo_run(exe: str, r: Running, case: str, duration: float, warmup: float) ->
 
 def measure_echo(exe: str, r: Running, case: str, duration: float, warmup: float,
                  res: dict) -> dict:
-    m: dict = {}
-    for attempt in range(RETRIES_IF_DISTURBED + 1):
-        if attempt:
-            log(f"  {case:8s} {r.server.name:18s} others used {m.get('cpu0_other', 0):.0%} "
-                "of CPU0, repeating")
-            res["disturbed_repeats"] = res.get("disturbed_repeats", 0) + 1
-        m = echo_run(exe, r, case, duration, warmup)
-        if m.get("cpu0_other", 0) <= DISTURBED_SHARE:
-            break
-    return m
+    return undisturbed(
+        lambda: echo_run(exe, r, case, duration, warmup),
+        lambda m: log(f"  {case:8s} {r.server.name:18s} others used "
+                      f"{m.get('cpu0_other', 0):.0%} of CPU0, repeating"),
+        res)
 
 
 def idle_check(exe: str, r: Running, n: int, hold: float) -> dict:
@@ -219,30 +219,19 @@ def idle_check(exe: str, r: Running, n: int, hold: float) -> dict:
     return out
 
 
-def median_of(runs: list[dict], key: str) -> float | None:
-    vals = [x[key] for x in runs if isinstance(x.get(key), (int, float))]
-    return statistics.median(vals) if vals else None
-
-
 def summarize(runs: list[dict]) -> dict:
     s = {k: median_of(runs, k) for k in ("messages_per_s", "p50_ms", "p99_ms",
                                           "messages_per_cpu_s", "cpu0_other", "wsload_cpu")}
-    rates = [x["messages_per_s"] for x in runs if x.get("messages_per_s")]
-    s["spread"] = (max(rates) - min(rates)) / statistics.median(rates) if len(rates) > 1 else None
+    s["spread"] = spread([x["messages_per_s"] for x in runs if x.get("messages_per_s")])
     s["errors"] = sum((x.get("errors") or 0) + (x.get("connect_errors") or 0) for x in runs)
     s["runs"] = len(runs)
     return s
 
 
-def fmt(v, spec: str = ",.0f", none: str = "—") -> str:
-    return none if v is None else format(v, spec)
-
-
 def markdown(res: dict) -> str:
     meta = res["meta"]
-    out = [f"# WebSocket benchmark, {meta['date']}" + (" (quick)" if meta["quick"] else ""), ""]
-    out.append(f"Commit `{meta['commit']}`, {meta['ncpu']} CPUs ({meta['cpu'].strip()}), "
-               f"kernel {meta['kernel']}. Servers pinned to CPU {SERVER_CPU}, wsload to CPU "
+    out = [title_line("WebSocket", meta), ""]
+    out.append(host_line(meta) + f" Servers pinned to CPU {SERVER_CPU}, wsload to CPU "
                f"{CLIENT_CPU}. Echo runs: {meta['duration']} s after {meta['warmup']} s of "
                f"warm-up, median of {meta['repeat']}. App: `apps/ws_echo.py` (raw ASGI). "
                "No compression (wsload offers no extension).")
@@ -293,9 +282,7 @@ def markdown(res: dict) -> str:
         out.append(f"| {name} | {meta['versions'].get(name, '?')} | "
                    f"{meta['commands'].get(name, '?')} |")
     out.append("")
-    if res["notes"]:
-        out += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    out.append(f"Raw numbers: the `.json` beside this file. Took {meta['elapsed_min']:.1f} min.")
+    out += markdown_end(res)
     return "\n".join(out) + "\n"
 
 
@@ -307,9 +294,7 @@ def parse_args(argv=None):
                    help="comma-separated subset of " + ",".join(CASE_ORDER))
     p.add_argument("--quick", action="store_true",
                    help="2 s runs, 1 repeat, 1,000 idle sockets: checks the harness, measures nothing")
-    p.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3)")
-    p.add_argument("--duration", type=float, default=None, help="seconds per echo run (default 5)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+    add_length_args(p, "echo run")
     p.add_argument("--idle-conns", type=int, default=None, help="idle WebSockets (default 10000)")
     p.add_argument("--hold", type=float, default=None, help="seconds the idle sockets are held "
                    "(default 10)")
@@ -322,31 +307,18 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     a = parse_args(argv)
     q = a.quick
-    repeat = a.repeat or (1 if q else 3)
-    duration = a.duration or (2 if q else 5)
-    warmup = a.warmup if a.warmup is not None else (0.5 if q else 1)
+    repeat, duration, warmup = run_lengths(a)
     n_idle = a.idle_conns or (1_000 if q else 10_000)
     hold = a.hold or (4 if q else 10)
-    names = [s.strip() for s in a.servers.split(",") if s.strip()]
-    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
-    for s in names:
-        if s not in SERVER_ORDER:
-            sys.exit(f"unknown server {s!r}; choose from {', '.join(SERVER_ORDER)}")
-    for c in cases:
-        if c not in CASE_ORDER:
-            sys.exit(f"unknown case {c!r}; choose from {', '.join(CASE_ORDER)}")
+    names = subset(a.servers, SERVER_ORDER, "server")
+    cases = subset(a.cases, CASE_ORDER, "case")
     if not os.access(a.wsload, os.X_OK):
         sys.exit(f"{a.wsload} not found: cargo build --release in benchmarks/wsload "
                  "(benchmarks/ws.sh does it)")
     if not shutil.which("taskset"):
         sys.exit("taskset not found (util-linux)")
 
-    date = time.strftime("%Y-%m-%d")
-    stem = a.out or os.path.join(BENCH_DIR, "results", f"ws-{date}" + ("-quick" if q else ""))
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-    workdir = os.path.join(BENCH_DIR, "work", "ws-" + time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(workdir, exist_ok=True)
-    set_log_file(os.path.join(workdir, "run.log"))
+    date, stem, workdir = start_run("ws", a.out, q)
     t_start = time.time()
     notes: list[str] = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -360,32 +332,14 @@ def main(argv=None) -> int:
     if q:
         notes.append("quick run: a harness check, not a measurement")
 
-    servers: list[Server] = []
-    for name in SERVER_ORDER:
-        if name not in names:
-            continue
-        srv = make_server(name, workdir)
-        why = srv.available()
-        if why:
-            notes.append(f"**{name} skipped**: {why}.")
-            log(notes[-1])
-            continue
-        servers.append(srv)
-    if not servers:
-        sys.exit("no server to run")
+    servers = available_servers(SERVER_ORDER, names, make_server, workdir, notes)
 
     res: dict = {"meta": {}, "notes": notes, "echo": {}, "idle": {}, "runs": {}}
     res["meta"].update({
         "date": date, "quick": q, "repeat": repeat, "duration": duration, "warmup": warmup,
         "idle_conns": n_idle, "hold": hold, "cases": cases,
         "servers_run": [s.name for s in servers],
-        "cpu": subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
-                              capture_output=True, text=True).stdout or "?",
-        "ncpu": os.cpu_count(), "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": subprocess.run(["git", "-C", os.path.dirname(BENCH_DIR), "describe", "--always",
-                                  "--dirty"], capture_output=True, text=True).stdout.strip(),
-        "versions": {s.name: s.version() for s in servers},
+        **host_meta(servers),
         "commands": {s.name: s.describe() for s in servers},
     })
 
@@ -394,19 +348,12 @@ def main(argv=None) -> int:
     if echo_cases:
         running: list[Running] = []
         try:
-            for si, srv in enumerate(servers):
-                r = Running(srv, MODULE, port_base + si, "/")
-                why = None if r.wait_ready() else f"did not start: {r.log_tail(5)!r}"
-                why = why or ws_probe(r.port)
-                if why:
-                    notes.append(f"{srv.name} left out of the echo cases: {why}")
-                    log(notes[-1])
-                    r.stop()
-                    continue
-                running.append(r)
+            start_side_by_side(
+                running, [(srv, MODULE, port_base + si, "/") for si, srv in enumerate(servers)],
+                ws_ready, "the echo cases", notes)
             log("started: " + ", ".join(f"{r.server.name}:{r.port}" for r in running))
             for rep in range(repeat):
-                order = running[rep % max(1, len(running)):] + running[:rep % max(1, len(running))]
+                order = rotated(running, rep)
                 for case in echo_cases:
                     for r in order:
                         if r.proc.poll() is not None:
@@ -425,11 +372,7 @@ def main(argv=None) -> int:
                                f"{m['error_samples']}"
                                if m.get("errors") or m.get("connect_errors") else ""))
         finally:
-            for r in running:
-                if r.proc.poll() is not None:
-                    notes.append(f"{r.server.name} exited during the echo cases "
-                                 f"(rc {r.proc.returncode}): {r.log_tail(3)!r}")
-                r.stop()
+            stop_all(running, "the echo cases", notes)
         for case in echo_cases:
             for name, runs in res["runs"].get(case, {}).items():
                 res["echo"].setdefault(case, {})[name] = summarize(runs)
@@ -439,8 +382,7 @@ def main(argv=None) -> int:
         for si, srv in enumerate(servers):
             r = Running(srv, MODULE, port_base + 100 + si, "/")
             try:
-                why = None if r.wait_ready() else f"did not start: {r.log_tail(5)!r}"
-                why = why or ws_probe(r.port)
+                why = ws_ready(r)
                 if why:
                     notes.append(f"{srv.name} left out of the idle case: {why}")
                     log(notes[-1])
@@ -462,12 +404,7 @@ def main(argv=None) -> int:
             finally:
                 r.stop()
 
-    res["meta"]["elapsed_min"] = (time.time() - t_start) / 60
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1, default=str)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(res))
-    log(f"done in {res['meta']['elapsed_min']:.1f} min: {stem}.md, {stem}.json")
+    write_results(res, stem, t_start, markdown)
     return 0
 
 
