@@ -215,9 +215,7 @@ def test_a_reload_whose_new_code_fails_keeps_the_old_workers(run_cli, tmp_path):
     assert get_fresh(proc.url)[0] == "v1"
 
 
-def test_blocked_worker_is_killed_by_the_health_check_and_replaced(
-    run_cli, tmp_path
-):
+def test_blocked_worker_is_killed_by_the_health_check_and_replaced(run_cli, tmp_path):
     proc = start(run_cli, tmp_path, "--timeout-worker-healthcheck", "1")
     before = worker_pids(proc)
     outcome: list[object] = []
@@ -240,6 +238,13 @@ def test_blocked_worker_is_killed_by_the_health_check_and_replaced(
     (victim,) = {int(pid) for pid in killed.findall(proc.output)}
     assert victim in before and victim not in served
     wait_for(lambda: not alive(victim), what="the blocked worker to die")
+    # Reaped and replaced: until the supervisor reaps it, the dead worker is
+    # still listed among its children (a zombie).
+    wait_for(
+        lambda: victim not in children(proc.proc.pid)
+        and len(children(proc.proc.pid)) == 2,
+        what="the blocked worker to be replaced",
+    )
     after = worker_pids(proc)
     assert victim not in after and len(after) == 2
     blocked.join(10)
@@ -444,4 +449,6 @@ def test_a_worker_that_cannot_be_forked_is_retried_not_fatal(caplog):
     assert attempts == [1, 1]
     assert not supervisor._unfilled
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert errors == ["Cannot start a worker now ([Errno 11] Resource temporarily unavailable); retrying."]
+    assert errors == [
+        "Cannot start a worker now ([Errno 11] Resource temporarily unavailable); retrying."
+    ]
