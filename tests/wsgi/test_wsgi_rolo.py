@@ -5,9 +5,7 @@ ferrule's WSGI threads, driven by boto3 on reused connections; and the CLI's
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
-import uuid
 from typing import Any
 
 import httpx
@@ -19,96 +17,24 @@ rolo = pytest.importorskip("rolo")
 boto3 = pytest.importorskip("boto3")
 
 from botocore.config import Config as BotoConfig  # noqa: E402
-from rolo.gateway import Gateway, HandlerChain, RequestContext  # noqa: E402
+from rolo.gateway import HandlerChain, RequestContext  # noqa: E402
 from rolo.gateway.wsgi import WsgiGateway  # noqa: E402
 from rolo.response import Response  # noqa: E402
 
-
-class Store:
-    """What the fake services keep: S3 objects and SQS queues."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.objects: dict[tuple[str, str], bytes] = {}
-        self.queues: dict[str, list[dict[str, str]]] = {}
-        self.threads: set[str] = set()
+from examples.gateway import make_gateway  # noqa: E402
 
 
-def build_gateway(store: Store) -> WsgiGateway:
-    def tag_service(
+def build_gateway(threads: set[str]) -> WsgiGateway:
+    """The example gateway through rolo's WSGI adapter, noting the name of
+    each thread that runs a request."""
+    gateway = make_gateway()
+
+    def note_thread(
         chain: HandlerChain, context: RequestContext, response: Response
     ) -> None:
-        target = context.request.headers.get("X-Amz-Target", "")
-        context.service = "sqs" if target.startswith("AmazonSQS.") else "s3"
-        store.threads.add(threading.current_thread().name)
+        threads.add(threading.current_thread().name)
 
-    def sqs(chain: HandlerChain, context: RequestContext, response: Response) -> None:
-        if context.service != "sqs":
-            return
-        request = context.request
-        op = request.headers["X-Amz-Target"].split(".", 1)[1]
-        doc = json.loads(request.get_data() or b"{}")
-        with store.lock:
-            if op == "CreateQueue":
-                store.queues.setdefault(doc["QueueName"], [])
-                url = f"{request.host_url}000000000000/{doc['QueueName']}"
-                result: dict[str, Any] = {"QueueUrl": url}
-            elif op == "SendMessage":
-                name = doc["QueueUrl"].rsplit("/", 1)[1]
-                body = doc["MessageBody"]
-                md5 = hashlib.md5(body.encode()).hexdigest()
-                message = {
-                    "MessageId": str(uuid.uuid4()),
-                    "Body": body,
-                    "MD5OfBody": md5,
-                }
-                store.queues[name].append(message)
-                result = {"MessageId": message["MessageId"], "MD5OfMessageBody": md5}
-            elif op == "ReceiveMessage":
-                name = doc["QueueUrl"].rsplit("/", 1)[1]
-                count = doc.get("MaxNumberOfMessages", 1)
-                taken = store.queues[name][:count]
-                del store.queues[name][:count]
-                result = {
-                    "Messages": [dict(m, ReceiptHandle=m["MessageId"]) for m in taken]
-                }
-            else:
-                response.status_code = 400
-                result = {"__type": "UnsupportedOperation"}
-        response.set_json(result)
-        response.headers["Content-Type"] = "application/x-amz-json-1.0"
-        chain.stop()
-
-    def s3(chain: HandlerChain, context: RequestContext, response: Response) -> None:
-        request = context.request
-        bucket, _, key = request.path.lstrip("/").partition("/")
-        with store.lock:
-            if request.method == "PUT" and key:
-                data = request.get_data()
-                store.objects[(bucket, key)] = data
-                response.headers["ETag"] = f'"{hashlib.md5(data).hexdigest()}"'
-            elif request.method == "PUT":
-                pass  # CreateBucket
-            elif request.method == "GET" and (bucket, key) in store.objects:
-                data = store.objects[(bucket, key)]
-                response.set_response(data)
-                response.headers["ETag"] = f'"{hashlib.md5(data).hexdigest()}"'
-            else:
-                response.status_code = 404
-                response.set_response(
-                    b"<Error><Code>NoSuchKey</Code><Message>missing</Message></Error>"
-                )
-                response.headers["Content-Type"] = "application/xml"
-        chain.stop()
-
-    def request_id(
-        chain: HandlerChain, context: RequestContext, response: Response
-    ) -> None:
-        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
-
-    gateway = Gateway(
-        request_handlers=[tag_service, sqs, s3], response_handlers=[request_id]
-    )
+    gateway.request_handlers.insert(0, note_thread)
     return WsgiGateway(gateway)
 
 
@@ -130,8 +56,8 @@ def clients(url: str) -> tuple[Any, Any]:
 
 
 def test_rolo_wsgi_gateway_with_boto3_on_reused_connections(serve: Any) -> None:
-    store = Store()
-    served = serve(build_gateway(store), interface="wsgi", wsgi_threads=4)
+    threads: set[str] = set()
+    served = serve(build_gateway(threads), interface="wsgi", wsgi_threads=4)
     sqs, s3 = clients(served.url)
 
     calls = 0
@@ -172,7 +98,7 @@ def test_rolo_wsgi_gateway_with_boto3_on_reused_connections(serve: Any) -> None:
     assert stats["requests"] == calls
     assert stats["responses"] == calls
     assert stats["connections"] <= 4
-    assert all(name.startswith("ferrule-wsgi-") for name in store.threads)
+    assert threads and all(name.startswith("ferrule-wsgi-") for name in threads)
 
 
 def test_cli_interface_wsgi(run_cli: Any, tmp_path: Any) -> None:
